@@ -1,0 +1,1 @@
+"""Default configuration files (YAML) shipped with instructlake."""

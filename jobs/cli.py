@@ -1,0 +1,130 @@
+"""`instructlake run|ingest|pairs|export [--conf FILE] [--set key=value ...]`.
+
+Heavy modules (pyspark, the jobs) are imported only after the arguments
+parse, so `--help` and conf errors answer at once.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+STAGES = ("run", "ingest", "pairs", "export")
+
+
+class _StageFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stage = record.name.rsplit(".", 1)[-1]
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        return f"{stamp} [{stage}] {record.getMessage()}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="instructlake", description="Build an instruction-tuning dataset with Spark and Delta Lake.")
+    sub = p.add_subparsers(dest="command", required=True)
+    helps = {
+        "run": "the whole pipeline: ingest, pairs, export",
+        "ingest": "raw files into bronze Delta tables (one per source)",
+        "pairs": "bronze dialogues into the silver pairs table, with scores and drop reasons",
+        "export": "kept pairs into JSON parts and manifest.json",
+    }
+    for name in STAGES:
+        s = sub.add_parser(name, help=helps[name])
+        s.add_argument("--conf", default=None, help="YAML conf file (default: conf/local.yaml)")
+        s.add_argument(
+            "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+            help="override a conf value, e.g. --set export.rows_per_part=500 (repeatable)",
+        )
+        if name == "export":
+            s.add_argument("--as-of-version", type=int, default=None, help="export the pairs table as of this Delta version")
+    return p
+
+
+def format_summary(counts: list[tuple[str, str | None, int]], output: str | None = None) -> str:
+    """A plain-text table of rows per source and drop reason."""
+    rows = [("source", "drop_reason", "rows")]
+    by_source: dict[str, list[tuple[str | None, int]]] = {}
+    for source, reason, n in counts:
+        by_source.setdefault(source, []).append((reason, n))
+    for source in sorted(by_source):
+        entries = by_source[source]
+        kept = sum(n for r, n in entries if r is None)
+        rows.append((source, "(kept)", str(kept)))
+        for reason, n in sorted((r, n) for r, n in entries if r is not None):
+            rows.append((source, reason, str(n)))
+        rows.append((source, "(total)", str(sum(n for _, n in entries))))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = []
+    for i, r in enumerate(rows):
+        lines.append(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}")
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    if output:
+        lines.append(f"\noutput: {output}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_StageFormatter())
+    root = logging.getLogger("instructlake")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+    from jobs.confload import ConfigError
+    from jobs.config import load_config
+
+    try:
+        conf = load_config(args.conf, args.overrides)
+    except ConfigError as e:
+        print(f"instructlake: configuration error: {e}", file=sys.stderr)
+        return 2
+    return _run(args, conf)
+
+
+def _run(args, conf) -> int:
+    from jobs import storage
+    from jobs.lake import RunContext
+    from jobs.pairs import MissingTableError
+    from jobs.session import DeltaUnavailableError, get_spark
+
+    run = RunContext()
+    log = logging.getLogger("instructlake.run")
+    started = time.monotonic()
+    try:
+        log.info("run %s: starting Spark", run.run_id)
+        spark = get_spark(conf.spark)
+        log.info("Spark %s ready (master %s) in %.1fs", spark.version, spark.sparkContext.master, time.monotonic() - started)
+        counts, output = None, None
+        if args.command in ("run", "ingest"):
+            from jobs.ingest import run_ingest
+
+            run_ingest(spark, conf, run)
+        if args.command in ("run", "pairs"):
+            from jobs.pairs import run_pairs
+
+            counts = run_pairs(spark, conf, run).counts
+        if args.command in ("run", "export"):
+            from jobs.export import run_export
+
+            result = run_export(spark, conf, run, getattr(args, "as_of_version", None))
+            output = result.output
+            counts = [
+                (source, reason, n)
+                for source, entry in result.manifest["counts"].items()
+                for reason, n in [(None, entry["kept"]), *entry["dropped"].items()]
+            ]
+    except (storage.InputNotFoundError, MissingTableError, DeltaUnavailableError, FileNotFoundError) as e:
+        print(f"instructlake: error: {e}", file=sys.stderr)
+        return 2
+    if counts is not None:
+        print(format_summary(counts, output))
+    log.info("done in %.1fs", time.monotonic() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,134 @@
+"""Where the Delta tables live, and the few Delta operations every stage shares."""
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import reduce
+from pathlib import Path
+from typing import Optional
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from jobs import storage
+from jobs.config import Config
+
+
+@dataclass(frozen=True)
+class Lake:
+    root: str
+
+    @classmethod
+    def of(cls, conf: Config) -> "Lake":
+        return cls(storage.resolve(conf.paths.lake))
+
+    def bronze(self, source_name: str) -> str:
+        return storage.join(self.root, "bronze", source_name)
+
+    @property
+    def quarantine(self) -> str:
+        return storage.join(self.root, "quarantine")
+
+    @property
+    def pairs(self) -> str:
+        return storage.join(self.root, "silver", "pairs")
+
+
+@dataclass
+class RunContext:
+    """Identity of one pipeline run, stamped on rows and outputs."""
+
+    run_id: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8])
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc).replace(microsecond=0))
+
+
+def git_commit() -> str:
+    """The commit of the code that runs, or 'unknown' outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        if out.returncode == 0:
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=Path(__file__).resolve().parent,
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
+            return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"
+
+
+def is_delta(spark, uri: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return bool(DeltaTable.isDeltaTable(spark, uri))
+
+
+def latest_version(spark, uri: str) -> int:
+    from delta.tables import DeltaTable
+
+    return int(DeltaTable.forPath(spark, uri).history(1).select("version").first()[0])
+
+
+def read_version(spark, uri: str, version: Optional[int] = None) -> tuple[DataFrame, int]:
+    """The table at `version` (default: the latest), and that version number."""
+    if version is None:
+        version = latest_version(spark, uri)
+    return spark.read.format("delta").option("versionAsOf", version).load(uri), version
+
+
+def commit_metadata(spark, uri: str, version: int) -> dict:
+    """The JSON user metadata stored with a table version by `write_with_metadata`."""
+    from delta.tables import DeltaTable
+
+    rows = (
+        DeltaTable.forPath(spark, uri)
+        .history()
+        .where(F.col("version") == version)
+        .select("userMetadata")
+        .collect()
+    )
+    if not rows or not rows[0][0]:
+        return {}
+    return json.loads(rows[0][0])
+
+
+def overwrite(df: DataFrame, uri: str, metadata: dict) -> None:
+    """Replace a table's content in one Delta commit that carries `metadata`."""
+    (
+        df.write.format("delta")
+        .mode("overwrite")
+        .option("overwriteSchema", "true")
+        .option("userMetadata", json.dumps(metadata, sort_keys=True))
+        .save(uri)
+    )
+
+
+def insert_new(spark, df: DataFrame, uri: str, keys: list[str], metadata: dict) -> None:
+    """Insert the rows of `df` whose `keys` are not in the table yet (creating it if needed).
+
+    Re-running with the same rows adds nothing: the MERGE matches them.
+    """
+    from delta.tables import DeltaTable
+
+    meta = json.dumps(metadata, sort_keys=True)
+    if not is_delta(spark, uri):
+        df.write.format("delta").mode("errorifexists").option("userMetadata", meta).save(uri)
+        return
+    cond = reduce(lambda a, b: a & b, [F.col(f"t.{k}") == F.col(f"s.{k}") for k in keys])
+    spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", meta)
+    try:
+        DeltaTable.forPath(spark, uri).alias("t").merge(df.alias("s"), cond).whenNotMatchedInsertAll().execute()
+    finally:
+        spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")

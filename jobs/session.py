@@ -1,0 +1,116 @@
+"""The one place a SparkSession is built.
+
+- On Databricks, or wherever a session is already active, that session is
+  reused as it is (its Delta Lake is the runtime's).
+- Under `spark-submit` the JVM already exists with the submitter's settings
+  (`--master`, `--packages io.delta:...` or `--jars`); the session is built
+  on it, adding only the Delta SQL extension and catalog.
+- Otherwise (plain `python`, `make run`, tests) it is local mode, with the
+  Delta jars from the local jar cache (see `jobs.jars`): no network needed.
+
+Whatever the path, the session is checked for Delta Lake and a missing Delta
+gives one clear error rather than a ClassNotFoundException later.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from jobs.config import CONF_DIR, SparkSettings
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+# Local-mode defaults in the spirit of Delta's own test settings: no UI, no
+# progress bars on the console, small state-reconstruction parallelism.
+LOCAL_DEFAULTS = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.memory": "2g",
+}
+# Session-level SQL settings for any local master, however it was launched
+# (also `spark-submit --master local[N]`): Delta's default of 50 partitions
+# for reading its log is made for clusters, not for one machine.
+LOCAL_SQL_DEFAULTS = {
+    "spark.databricks.delta.snapshotPartitions": "2",
+    "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
+}
+
+
+class DeltaUnavailableError(RuntimeError):
+    pass
+
+
+def _under_spark_submit() -> bool:
+    # spark-submit starts the JVM first and hands its gateway to the Python driver.
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def get_spark(settings: SparkSettings | None = None):
+    """Return the active SparkSession, or build one for `settings` (see module doc)."""
+    from pyspark.sql import SparkSession
+
+    settings = settings or SparkSettings()
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        _check_delta(active)
+        return active
+
+    builder = SparkSession.builder.appName(settings.app_name)
+    builder = builder.config("spark.sql.extensions", DELTA_EXTENSION).config(
+        "spark.sql.catalog.spark_catalog", DELTA_CATALOG
+    )
+    builder = builder.config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
+    if not _under_spark_submit():
+        from jobs import jars
+
+        # Python workers must run this interpreter (the project's virtualenv),
+        # not whatever `python3` is first on PATH.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        # Bind to loopback: a laptop's changing address is no business of local mode.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        builder = builder.master(settings.master)
+        log4j = CONF_DIR / "log4j2.properties"
+        if log4j.is_file():
+            builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j.configurationFile={log4j.as_uri()}")
+        for key, value in LOCAL_DEFAULTS.items():
+            builder = builder.config(key, value)
+        paths = jars.cached_jars(settings.jars_dir)
+        builder = builder.config("spark.jars", ",".join(str(p) for p in paths))
+    for key, value in settings.options.items():
+        builder = builder.config(key, value)
+    builder = builder.config("spark.sql.session.timeZone", "UTC")
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(settings.log_level)
+    if spark.sparkContext.master.startswith("local"):
+        for key, value in LOCAL_SQL_DEFAULTS.items():
+            if key not in settings.options:
+                spark.conf.set(key, value)
+    _check_delta(spark)
+    return spark
+
+
+def _check_delta(spark) -> None:
+    try:
+        loader = spark._jvm.java.lang.Thread.currentThread().getContextClassLoader()
+        spark._jvm.java.lang.Class.forName(DELTA_EXTENSION, False, loader)
+    except Exception:
+        from jobs.jars import delta_package_coordinates
+
+        raise DeltaUnavailableError(
+            "Delta Lake is not on this Spark session's classpath. With spark-submit, add "
+            f"`--packages {delta_package_coordinates()}` (or `--jars` with the delta-spark and "
+            "delta-storage jars); on Databricks use a runtime with Delta Lake."
+        ) from None
+    extensions = spark.conf.get("spark.sql.extensions", "") or ""
+    if DELTA_EXTENSION not in extensions and not _is_databricks():
+        raise DeltaUnavailableError(
+            f"this Spark session was built without the Delta SQL extension; set "
+            f"spark.sql.extensions={DELTA_EXTENSION} and "
+            f"spark.sql.catalog.spark_catalog={DELTA_CATALOG}"
+        )
+
+
+def _is_databricks() -> bool:
+    return "DATABRICKS_RUNTIME_VERSION" in os.environ

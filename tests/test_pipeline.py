@@ -1,0 +1,293 @@
+"""End to end in local mode on the real HH-RLHF test files (3,886 dialogues) and the red-team sample.
+
+Counts and pairs are checked against an independent plain-Python computation
+written here (a turn-list parser, not the project's regexes).
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from conftest import REPO, SAMPLE, SHARED_DATA, local_conf
+from jobs.lake import Lake, RunContext
+from jobs.pipeline import run_pipeline
+from udfs.pair_format import parse_pair
+
+ASCII_WS = " \t\n\x0b\f\r"
+
+
+# --- the independent reference ---------------------------------------------
+
+def ref_exchange(dialogue):
+    """(instruction, response) or a reason, by cutting the dialogue into a list of turns."""
+    if dialogue is None or not dialogue.strip(ASCII_WS):
+        return "empty_dialogue"
+    text = dialogue.replace("\r\n", "\n").replace("\r", "\n")
+    markers = [(m.start(), m.end(), m.group(1)) for m in re.finditer(r"\n\n(Human|Assistant):", text)]
+    lead = text.lstrip(ASCII_WS)
+    if lead.startswith("Human:"):
+        start = len(text) - len(lead)
+        markers = [(start, start + len("Human:"), "Human")] + [m for m in markers if m[0] >= start + len("Human:")]
+    elif "Human:" in text:
+        return "text_before_first_human_turn"
+    else:
+        return "no_human_turn"
+    turns = [
+        (speaker, text[end : markers[i + 1][0] if i + 1 < len(markers) else len(text)])
+        for i, (_, end, speaker) in enumerate(markers)
+    ]
+    humans = []
+    while turns and turns[0][0] == "Human":
+        humans.append(turns.pop(0)[1])
+    assistants = []
+    while turns and turns[0][0] == "Assistant":
+        assistants.append(turns.pop(0)[1])
+    if not assistants:
+        return "no_assistant_reply"
+    instruction = "\n".join(p.strip(ASCII_WS) for p in humans if p.strip(ASCII_WS))
+    # Blank lines inside the instruction collapse (it is stripped, so only inner lines can be blank).
+    instruction = "\n".join(line for line in instruction.split("\n") if line.strip(" \t\x0b\f\r"))
+    response = "\n".join(p.strip(ASCII_WS) for p in assistants if p.strip(ASCII_WS))
+    if not instruction:
+        return "empty_instruction"
+    if not response:
+        return "empty_response"
+    return instruction, response
+
+
+def reference(hh_files, red_team_file):
+    """Counter of (source, drop_reason) and Counter of kept (source, instruction, response)."""
+    reasons, kept = Counter(), Counter()
+
+    def account(source, result, extra_reason=None):
+        if isinstance(result, str):
+            reasons[(source, result)] += 1
+        elif extra_reason:
+            reasons[(source, extra_reason)] += 1
+        else:
+            reasons[(source, None)] += 1
+            kept[(source, *result)] += 1
+
+    for path in hh_files:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            for line in f:
+                result = ref_exchange(json.loads(line)["chosen"])
+                short = not isinstance(result, str) and len(result[1]) < 100
+                account("hh_helpful", result, "response_too_short" if short else None)
+    for rec in json.loads(Path(red_team_file).read_text(encoding="utf-8")):
+        result = ref_exchange(rec["transcript"])
+        account("hh_harmless", result, "red_team_rating_too_high" if rec["rating"] > 2 else None)
+    return reasons, kept
+
+
+# --- the pipeline run --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def real_run(spark, tmp_path_factory):
+    shared = SHARED_DATA
+    if not (shared / "hh-rlhf").is_dir():
+        pytest.skip(f"the shared real data is not at {shared}")
+    tmp = tmp_path_factory.mktemp("real")
+    hh = {
+        "helpful_online": shared / "hh-rlhf/helpful-online/test.jsonl.gz",
+        "helpful_rejection_sampled": shared / "hh-rlhf/helpful-rejection-sampled/test.jsonl.gz",
+    }
+    red_team = SAMPLE / "red-team-attempts/red_team_attempts.json"
+    conf = local_conf(
+        tmp,
+        *[f"sources.{name}.paths=[{path}]" for name, path in hh.items()],
+        f"sources.red_team_attempts.paths=[{red_team}]",
+        "export.rows_per_part=1000",
+    )
+    result = run_pipeline(spark, conf, RunContext())
+    return conf, result, tmp, list(hh.values()), red_team
+
+
+def read_parts(out: Path) -> list[tuple[str, list]]:
+    parts = sorted(out.glob("*_part*.json"), key=lambda p: int(re.search(r"_part(\d+)\.json$", p.name).group(1)))
+    return [(p.name, json.loads(p.read_text(encoding="utf-8"))) for p in parts]
+
+
+def test_counts_match_independent_computation(spark, real_run):
+    conf, result, tmp, hh_files, red_team = real_run
+    want_reasons, _ = reference(hh_files, red_team)
+    got = Counter({(s, r): n for s, r, n in result.pairs.counts})
+    assert got == want_reasons
+    assert sum(n for (s, _), n in got.items() if s == "hh_helpful") == 3886
+    # The manifest says the same.
+    m = result.export.manifest
+    assert m["counts"]["hh_helpful"]["read"] == 3886
+    assert m["counts"]["hh_helpful"]["kept"] == want_reasons[("hh_helpful", None)]
+    assert m["counts"]["hh_harmless"]["dropped"]["red_team_rating_too_high"] == want_reasons[("hh_harmless", "red_team_rating_too_high")]
+
+
+def test_every_exported_pair_round_trips(real_run):
+    conf, result, tmp, hh_files, red_team = real_run
+    _, want_kept = reference(hh_files, red_team)
+    parts = read_parts(tmp / "out")
+    got = Counter()
+    for name, elements in parts:
+        for source, text in elements:
+            instruction, response = parse_pair(text)
+            assert text.split("\n\n", 1)[0] == "User: " + instruction
+            got[(source, instruction, response)] += 1
+    assert got == want_kept
+    # Parts of the configured size, named in order, and all sources mixed by the shuffle.
+    sizes = [len(elements) for _, elements in parts]
+    assert sizes[:-1] == [1000] * (len(sizes) - 1) and 0 < sizes[-1] <= 1000
+    assert [n for n, _ in parts] == [f"instruction_tuning_dataset_part{k}.json" for k in range(1, len(parts) + 1)]
+    assert sum(sizes) == result.export.total_rows == sum(want_kept.values())
+
+
+def test_manifest(real_run):
+    conf, result, tmp, hh_files, red_team = real_run
+    m = json.loads((tmp / "out" / "manifest.json").read_text())
+    for part in m["parts"]:
+        data = (tmp / "out" / part["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == part["sha256"]
+        assert len(data) == part["bytes"]
+        assert len(json.loads(data)) == part["rows"]
+    lines = {}
+    for path in hh_files:
+        with gzip.open(path, "rt") as f:
+            lines[path.resolve().as_uri().replace("file:///", "file:/")] = sum(1 for _ in f)
+    by_uri = {i["uri"]: i for i in m["inputs"]}
+    for uri, n in lines.items():
+        assert by_uri[uri]["rows_read"] == n and by_uri[uri]["rows_ingested"] == n and by_uri[uri]["rows_quarantined"] == 0
+    assert set(m["tables"]["bronze"]) == {"helpful_online", "helpful_rejection_sampled", "red_team_attempts"}
+    assert m["tables"]["pairs"]["version"] == result.pairs.version
+    assert m["conf"]["export"]["rows_per_part"] == 1000 and m["conf_digest"] == conf.digest()
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?|unknown", m["git_commit"])
+
+
+def test_delta_tables(spark, real_run):
+    from delta.tables import DeltaTable
+
+    conf, result, tmp, *_ = real_run
+    lake = Lake.of(conf)
+    bronze = DeltaTable.forPath(spark, lake.bronze("helpful_online"))
+    ops = [r["operation"] for r in bronze.history().orderBy("version").collect()]
+    assert ops[0] == "WRITE"
+    assert bronze.toDF().columns == [
+        "chosen", "rejected", "source", "source_name", "source_file", "row_index", "content_id", "ingest_run_id", "ingested_at",
+    ]
+    rows = bronze.toDF().select("row_index").orderBy("row_index").collect()
+    assert [r[0] for r in rows] == list(range(1137))
+    red = spark.read.format("delta").load(lake.bronze("red_team_attempts"))
+    assert "task_descripton_harmlessness_score" in red.columns
+    assert dict(red.dtypes)["rating"] == "double" and dict(red.dtypes)["tags"] == "array<string>"
+    pairs = spark.read.format("delta").load(lake.pairs)
+    assert pairs.columns == [
+        "source", "source_name", "source_format", "source_file", "row_index", "content_id", "ingest_run_id",
+        "instruction", "response", "instruction_chars", "response_chars", "red_team_rating", "pair_id", "drop_reason",
+    ]
+    # Nothing deleted in silver: one row per bronze row; dropped rows keep their text-less reason.
+    assert pairs.count() == 3886 + 60
+    short = pairs.where(F.col("drop_reason") == "response_too_short").select("response_chars").collect()
+    assert short and all(r[0] < 100 for r in short)
+    history = DeltaTable.forPath(spark, lake.pairs).history().collect()
+    meta = json.loads(history[0]["userMetadata"])
+    assert meta["stage"] == "pairs" and set(meta["bronze_versions"]) == {"helpful_online", "helpful_rejection_sampled", "red_team_attempts"}
+
+
+def test_rerun_is_byte_identical_and_adds_nothing(spark, real_run):
+    conf, result, tmp, *_ = real_run
+    before = {p.name: p.read_bytes() for p in (tmp / "out").glob("*_part*.json")}
+    bronze_rows = spark.read.format("delta").load(Lake.of(conf).bronze("helpful_online")).count()
+    again = run_pipeline(spark, conf, RunContext())
+    after = {p.name: p.read_bytes() for p in (tmp / "out").glob("*_part*.json")}
+    assert after == before
+    assert spark.read.format("delta").load(Lake.of(conf).bronze("helpful_online")).count() == bronze_rows
+    assert again.pairs.counts == result.pairs.counts
+    assert [p["sha256"] for p in again.export.parts] == [p["sha256"] for p in result.export.parts]
+
+
+def test_export_num_parts_and_source_order(spark, real_run):
+    from jobs.export import run_export
+
+    conf, result, tmp, *_ = real_run
+    conf2 = local_conf(
+        tmp / "v2", f"paths.lake={conf.paths.lake}", "export.rows_per_part=null", "export.num_parts=3", "export.order=source"
+    )
+    res = run_export(spark, conf2, RunContext())
+    parts = read_parts(tmp / "v2" / "out")
+    assert len(parts) == 3
+    sources = [s for _, elements in parts for s, _ in elements]
+    # Grouped by source in conf order: every hh_helpful pair before every hh_harmless one.
+    assert sources == sorted(sources, key=["hh_helpful", "hh_harmless"].index)
+    assert sum(len(e) for _, e in parts) == result.export.total_rows == res.total_rows
+
+
+def test_bad_records_are_quarantined_not_lost(spark, tmp_path):
+    from jobs.ingest import run_ingest
+
+    hh = tmp_path / "hh.jsonl"
+    good = json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: no"})
+    hh.write_text("\n".join([good, "{broken", json.dumps({"chosen": 1, "rejected": "x"}), json.dumps({"rejected": "x"}), good]) + "\n")
+    conf = local_conf(tmp_path, f"sources.helpful_online.paths=[{hh}]", "sources.helpful_rejection_sampled.enabled=false",
+                      "sources.red_team_attempts.enabled=false")
+    res = run_ingest(spark, conf, RunContext())
+    assert (res[0].rows, res[0].quarantined) == (2, 3)
+    q = spark.read.format("delta").load(Lake.of(conf).quarantine).orderBy("row_index").collect()
+    assert [(r["row_index"], r["reason"]) for r in q] == [(1, "malformed_json"), (2, "wrong_type:chosen"), (3, "missing_field:chosen")]
+    assert q[0]["raw"] == "{broken" and q[0]["source_file"].endswith("hh.jsonl")
+
+
+def test_missing_input_stops_with_a_clear_error(spark, tmp_path):
+    from jobs.ingest import run_ingest
+    from jobs.storage import InputNotFoundError
+
+    conf = local_conf(tmp_path, f"sources.helpful_online.paths=[{tmp_path / 'nope' / '*.jsonl.gz'}]")
+    with pytest.raises(InputNotFoundError, match=r"source 'helpful_online': input path .*nope.* matches no file"):
+        run_ingest(spark, conf, RunContext())
+    assert not (tmp_path / "lake").exists()
+
+
+def test_cli_reports_conf_errors_without_spark(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("extends: " + str(REPO / "conf" / "base.yaml") + "\nexport:\n  rows_per_part: many\n")
+    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "run", "--conf", str(bad)], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2
+    assert f"{bad}: export.rows_per_part: expected an integer" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_each_job_runs_under_spark_submit(spark, tmp_path):
+    """`spark-submit jobs/<stage>.py` for each stage gives the same bytes as the in-process pipeline."""
+    import os
+
+    from jobs import jars
+
+    in_process = local_conf(tmp_path / "a")
+    run_pipeline(spark, in_process, RunContext())
+    submit = Path(sys.executable).parent / "spark-submit"
+    sets = ["--set", f"paths.lake={(tmp_path / 'b' / 'lake').as_uri()}", "--set", f"paths.output={(tmp_path / 'b' / 'out').as_uri()}"]
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYSPARK_PYTHON": sys.executable,
+        "SPARK_LOCAL_IP": "127.0.0.1",
+    }
+    for stage in ("ingest", "pairs", "export"):
+        proc = subprocess.run(
+            [str(submit), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
+             "--jars", ",".join(str(p) for p in jars.cached_jars()),
+             str(REPO / "jobs" / f"{stage}.py"), "--conf", str(REPO / "conf" / "local.yaml"), *sets],
+            capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        # spark-submit sends the Python driver's stderr to its own stdout.
+        assert f"[{stage}]" in proc.stdout
+    assert "hh_helpful" in proc.stdout and "(kept)" in proc.stdout
+    a = {p.name: p.read_bytes() for p in (tmp_path / "a" / "out").glob("*_part*.json")}
+    b = {p.name: p.read_bytes() for p in (tmp_path / "b" / "out").glob("*_part*.json")}
+    assert a and a == b

@@ -1,0 +1,1 @@
+"""Scorers and filters: pure Python functions first, then their Spark Column or UDF forms."""

@@ -1,0 +1,122 @@
+"""Raw records to typed columns, with a reason for every record that does not fit.
+
+A raw record is one JSON text (a line of a JSON-lines file, or one element of
+a JSON array). `with_typed_fields` checks it against a field list with
+built-in expressions (Spark's VARIANT type tells a JSON string from a number,
+which a plain `from_json` to a string column would silently convert) and
+adds one column per field plus `_error`: null for a good record, else the
+first problem found (`blank_line`, `malformed_json`, `not_a_json_object`,
+`missing_field:<name>`, `wrong_type:<name>`).
+
+`split_json_array` is the pure function that cuts a JSON array file into its
+element texts, keeping the elements before a syntax error.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import reduce
+from typing import Iterator, Optional
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+RAW_PREVIEW_CHARS = 2000
+
+_KINDS = {
+    # JSON numbers arrive as integers or decimals; either is a valid double.
+    "double": r"^(BIGINT|INT|SMALLINT|TINYINT|DOUBLE|FLOAT|DECIMAL.*)$",
+    "bigint": r"^(BIGINT|INT|SMALLINT|TINYINT)$",
+    "string": r"^STRING$",
+    "boolean": r"^BOOLEAN$",
+    "array<string>": r"^ARRAY<(STRING|VOID)>$",
+}
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: str  # a key of _KINDS, also the Spark SQL type of the column
+    required: bool = False
+
+
+def _path(name: str) -> str:
+    return f"$['{name}']"
+
+
+def with_typed_fields(df: DataFrame, fields: list[Field], raw: str = "raw") -> DataFrame:
+    """Adds a typed column per field and `_error` (see module doc)."""
+    v = F.try_parse_json(F.col(raw))
+    checks: list[tuple[Column, Column]] = [
+        (F.col(raw).isNull() | (F.trim(F.col(raw)) == ""), F.lit("blank_line")),
+        (v.isNull(), F.lit("malformed_json")),
+        (~F.schema_of_variant(v).startswith("OBJECT"), F.lit("not_a_json_object")),
+    ]
+    for f in fields:
+        value = F.try_variant_get(v, _path(f.name), "variant")
+        kind = F.schema_of_variant(value)
+        absent = value.isNull() | (kind == "VOID")
+        if f.required:
+            checks.append((absent, F.lit(f"missing_field:{f.name}")))
+        checks.append((~absent & ~kind.rlike(_KINDS[f.type]), F.lit(f"wrong_type:{f.name}")))
+    error = reduce(lambda acc, c: acc.when(c[0], c[1]), checks[1:], F.when(*checks[0]))
+    out = df.withColumn("_error", error)
+    for f in fields:
+        out = out.withColumn(f.name, F.when(F.col("_error").isNull(), F.try_variant_get(v, _path(f.name), f.type)))
+    return out
+
+
+def content_id(fields: list[Field]) -> Column:
+    """A stable id of a record: sha256 of its typed fields as canonical JSON."""
+    return F.sha2(F.to_json(F.struct(*[F.col(f.name) for f in fields])), 256)
+
+
+def split_json_array(text: Optional[str]) -> Iterator[tuple[int, str, Optional[str]]]:
+    """Yield (index, element text, error) for each element of a JSON array text.
+
+    Elements are cut with the JSON decoder, so their texts are exact slices of
+    the input. A syntax error ends the scan with one last record holding the
+    rest of the text and the reason; a file that is not an array at all is
+    one record with reason `not_a_json_array`.
+    """
+    if text is None or not text.strip():
+        yield 0, "", "empty_file"
+        return
+    decoder = json.JSONDecoder()
+    n = len(text)
+
+    def skip(i: int) -> int:
+        while i < n and text[i] in " \t\r\n":
+            i += 1
+        return i
+
+    i = skip(0)
+    if text[i] != "[":
+        yield 0, text[:RAW_PREVIEW_CHARS], "not_a_json_array"
+        return
+    i = skip(i + 1)
+    index = 0
+    if i < n and text[i] == "]":
+        i = skip(i + 1)
+        if i < n:
+            yield 0, text[i : i + RAW_PREVIEW_CHARS], "trailing_data_after_array"
+        return
+    while True:
+        try:
+            _, end = decoder.raw_decode(text, i)
+        except json.JSONDecodeError as e:
+            yield index, text[i : i + RAW_PREVIEW_CHARS], "malformed_json"
+            return
+        yield index, text[i:end], None
+        index += 1
+        i = skip(end)
+        if i < n and text[i] == ",":
+            i = skip(i + 1)
+            continue
+        if i < n and text[i] == "]":
+            i = skip(i + 1)
+            if i < n:
+                yield index, text[i : i + RAW_PREVIEW_CHARS], "trailing_data_after_array"
+            return
+        yield index, text[i : i + RAW_PREVIEW_CHARS], "truncated_json_array"
+        return

@@ -72,6 +72,12 @@ def _record_origins(data: Any, prefix: str, origin: str, origins: dict[str, str]
             _record_origins(v, _join(prefix, i), origin, origins)
 
 
+def _forget(origins: dict[str, str], key: str) -> None:
+    """Drop the recorded origins of `key` and everything below it."""
+    for old in [o for o in origins if o == key or o.startswith(key + ".") or o.startswith(key + "[")]:
+        del origins[old]
+
+
 def _merge(base: dict, over: dict, prefix: str, origin: str, origins: dict[str, str]) -> dict:
     """Deep-merge `over` into a copy of `base`; mappings merge, everything else replaces."""
     out = dict(base)
@@ -82,8 +88,7 @@ def _merge(base: dict, over: dict, prefix: str, origin: str, origins: dict[str, 
             out[k] = _merge(out[k], v, key, origin, origins)
         else:
             out[k] = v
-            for old in [o for o in origins if o == key or o.startswith(key + ".") or o.startswith(key + "[")]:
-                del origins[old]
+            _forget(origins, key)
             _record_origins(v, key, origin, origins)
     return out
 
@@ -140,8 +145,7 @@ def apply_override(data: dict, assignment: str, origins: dict[str, str], cls: ty
         path_key = _join(prefix, key)
         if last:
             node[key] = value
-            for old in [o for o in origins if o == path_key or o.startswith(path_key + ".") or o.startswith(path_key + "[")]:
-                del origins[old]
+            _forget(origins, path_key)
             _record_origins(value, path_key, OVERRIDE_ORIGIN, origins)
         else:
             if isinstance(node, dict) and key not in node:

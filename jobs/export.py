@@ -37,14 +37,11 @@ from pyspark.sql import functions as F
 
 from jobs import storage
 from jobs.config import Config
-from jobs.lake import Lake, RunContext, commit_metadata, git_commit, read_version
+from jobs.lake import Lake, RunContext, commit_metadata, git_commit, read_version, with_position
 from udfs.filters import DROP_REASON
 from udfs.pair_format import PairTemplate
 
 log = logging.getLogger("instructlake.export")
-
-_ID_BITS = 33  # monotonically_increasing_id puts the partition id above bit 33
-
 
 @dataclass
 class ExportResult:
@@ -73,25 +70,15 @@ def order_key(conf: Config) -> list:
 def _number_rows(spark, kept: DataFrame, conf: Config, staging: str) -> tuple[DataFrame, int]:
     """Sort `kept` and give each row its 0-based global position `idx`.
 
-    The sorted rows are materialized once in staging so that the numbering and
-    the later write see exactly the same partitioning; positions come from the
-    per-partition counts (one small row per partition), not from a collect.
+    The sorted rows are materialized once in staging, so that the numbering
+    and the later write see exactly the same partitions (a sort's range
+    boundaries come from sampling and could differ between two computations).
     """
     sorted_uri = storage.join(staging, "sorted")
-    kept.orderBy(*order_key(conf)).withColumn("_mid", F.monotonically_increasing_id()).write.mode(
-        "overwrite"
-    ).parquet(sorted_uri)
-    staged = spark.read.parquet(sorted_uri)
-    pid = F.shiftright(F.col("_mid"), _ID_BITS)
-    counts = sorted(staged.groupBy(pid.alias("pid")).count().collect())
-    offsets, total = [], 0
-    for row in counts:
-        offsets += [F.lit(row["pid"]), F.lit(total)]
-        total += row["count"]
-    if total == 0:
-        return staged.withColumn("idx", F.lit(0).cast("long")), 0
-    idx = F.element_at(F.create_map(*offsets), pid) + (F.col("_mid") - F.shiftleft(pid, _ID_BITS))
-    return staged.withColumn("idx", idx.cast("long")), total
+    ordered = kept.orderBy(*order_key(conf)).withColumn("_order", F.monotonically_increasing_id())
+    ordered.write.mode("overwrite").parquet(sorted_uri)
+    numbered = with_position(spark.read.parquet(sorted_uri), "idx", ids="_order")
+    return numbered, numbered.count()
 
 
 def _rows_per_part(conf: Config, total: int) -> int:

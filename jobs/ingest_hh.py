@@ -11,6 +11,7 @@ from functools import reduce
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from jobs.lake import with_position
 from udfs.records import Field
 
 FIELDS = [Field("chosen", "string", required=True), Field("rejected", "string", required=True)]
@@ -19,25 +20,13 @@ FIELDS = [Field("chosen", "string", required=True), Field("rejected", "string", 
 def read_lines(spark, file_uri: str) -> DataFrame:
     """(source_file, row_index, raw) for every line of one text file, in file order.
 
-    Row indices come from the line's position: a compressed file is one
-    partition (ids are 0..n-1 already); a splittable file gets each split's
-    offset from one small count per split, so no shuffle is needed.
+    A compressed file is one partition; a splittable one gets each split's
+    offset from a count per split (see `with_position`), so no shuffle is needed.
     """
-    df = spark.read.text(file_uri).withColumn("_mid", F.monotonically_increasing_id())
-    pid = F.shiftright(F.col("_mid"), 33)
-    local = F.col("_mid") - F.shiftleft(pid, 33)
-    if df.rdd.getNumPartitions() <= 1:
-        index = F.col("_mid")
-    else:
-        counts = sorted(df.groupBy(pid.alias("pid")).count().collect())
-        offsets, total = [], 0
-        for row in counts:
-            offsets += [F.lit(row["pid"]), F.lit(total)]
-            total += row["count"]
-        index = F.element_at(F.create_map(*offsets), pid) + local
-    return df.select(
+    lines = with_position(spark.read.text(file_uri), "row_index")
+    return lines.select(
         F.lit(file_uri).alias("source_file"),
-        index.cast("long").alias("row_index"),
+        "row_index",
         F.col("value").alias("raw"),
         F.lit(None).cast("string").alias("_read_error"),
     )

@@ -111,6 +111,7 @@ def fetch(configured: str | None = None, repo: str | None = None) -> list[Path]:
                     raise RuntimeError(
                         f"checksum mismatch for {rel}: expected sha1 {expected}, got {actual}"
                     )
+            tmp_path.chmod(0o644)
             os.replace(tmp_path, target)
         finally:
             tmp_path.unlink(missing_ok=True)

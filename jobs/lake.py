@@ -69,6 +69,35 @@ def git_commit() -> str:
     return "unknown"
 
 
+_ID_BITS = 33  # monotonically_increasing_id() puts the partition index above bit 33
+
+
+def with_position(df: DataFrame, name: str, ids: str | None = None) -> DataFrame:
+    """Adds `name`: each row's 0-based position in `df`'s row order.
+
+    No shuffle and no collect of rows: one small count per partition gives
+    each partition's offset. The order is that of `monotonically_increasing_id()`,
+    taken here, or earlier into the column `ids` (for rows that were sorted
+    and materialized: reading files back does not keep partition order).
+    `df` is read twice, so it must give the same rows every time.
+    """
+    if ids is None:
+        if df.rdd.getNumPartitions() <= 1:
+            return df.withColumn(name, F.monotonically_increasing_id())
+        ids = "_mid"
+        df = df.withColumn(ids, F.monotonically_increasing_id())
+    pid = F.shiftright(F.col(ids), _ID_BITS)
+    local = F.col(ids) - F.shiftleft(pid, _ID_BITS)
+    offsets, total = [], 0
+    for row in sorted(df.groupBy(pid.alias("pid")).count().collect()):
+        offsets += [F.lit(row["pid"]), F.lit(total)]
+        total += row["count"]
+    if not offsets:
+        return df.withColumn(name, F.lit(0).cast("long")).drop(ids)
+    position = F.element_at(F.create_map(*offsets), pid) + local
+    return df.withColumn(name, position.cast("long")).drop(ids)
+
+
 def is_delta(spark, uri: str) -> bool:
     from delta.tables import DeltaTable
 

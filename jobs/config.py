@@ -114,6 +114,8 @@ class Export:
     # shuffle: a seeded, deterministic mix of all sources; source: grouped by source.
     order: Literal["shuffle", "source"] = "shuffle"
     seed: int = 0
+    # Complete releases kept in <output>/releases (the published one always among them).
+    keep_releases: int = field(default=3, metadata={"min": 2})
 
     def validate(self) -> None:
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", self.name):

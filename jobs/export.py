@@ -27,7 +27,6 @@ if __name__ == "__main__" and not __package__:  # run as a file by spark-submit
 import json
 import logging
 import math
-import re
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -37,11 +36,16 @@ from pyspark.sql import functions as F
 
 from jobs import storage
 from jobs.config import Config
+from jobs.faults import checkpoint
 from jobs.lake import Lake, RunContext, commit_metadata, git_commit, read_version, with_position
 from udfs.filters import DROP_REASON
 from udfs.pair_format import PairTemplate
 
 log = logging.getLogger("instructlake.export")
+
+CURRENT = "CURRENT"      # the pointer file readers follow: "releases/<run id>"
+RELEASES = "releases"    # one complete folder of parts + manifest.json per export
+STAGING = "_staging"     # Spark's working files of an export in progress
 
 @dataclass
 class ExportResult:
@@ -87,13 +91,11 @@ def _rows_per_part(conf: Config, total: int) -> int:
     return max(1, math.ceil(total / conf.export.num_parts))
 
 
-def write_parts(spark, kept: DataFrame, conf: Config, out: str, staging: str) -> list[dict]:
-    """Write the JSON parts into `out`; returns [{file, rows, bytes, sha256}] in part order."""
+def write_parts(spark, kept: DataFrame, conf: Config, release: str, staging: str) -> list[dict]:
+    """Write the JSON parts into the (new, unpublished) `release` folder; returns [{file, rows, bytes, sha256}]."""
     numbered, total = _number_rows(spark, kept, conf, staging)
     name = conf.export.name
-    for old in storage.list_files(spark, out):
-        if re.fullmatch(rf"{re.escape(name)}_part\d+\.json", old.rsplit("/", 1)[-1]):
-            storage.delete(spark, old)
+    storage.mkdirs(spark, release)
     if total == 0:
         return []
     rpp = _rows_per_part(conf, total)
@@ -119,9 +121,10 @@ def write_parts(spark, kept: DataFrame, conf: Config, out: str, staging: str) ->
         files = [f for f in storage.list_files(spark, storage.join(text_uri, f"part={k}")) if f.endswith(".txt")]
         if len(files) != 1:
             raise RuntimeError(f"expected one file for part {k}, found {len(files)}")
-        target = storage.join(out, f"{name}_part{k}.json")
+        target = storage.join(release, f"{name}_part{k}.json")
         storage.rename(spark, files[0], target)
         targets.append(target)
+        checkpoint("export.part_published")
     digests = {
         r["path"]: (r["sha256"], r["length"])
         for r in spark.read.format("binaryFile").load(targets)
@@ -149,35 +152,54 @@ def _counts_per_source(pairs: DataFrame) -> dict:
     return dict(sorted(out.items()))
 
 
-def _input_files(spark, conf: Config, lake: Lake, bronze_versions: dict[str, int]) -> list[dict]:
-    quarantine = (
+def _input_files(spark, conf: Config, lake: Lake, log_version: Optional[int]) -> list[dict]:
+    """Each input file with rows read, ingested and quarantined, from the ingest log."""
+    if not storage.exists(spark, lake.ingest_log):
+        return []
+    entries, _ = read_version(spark, lake.ingest_log, log_version)
+    names = [s.name for s in conf.enabled_sources]
+    rows = entries.where(F.col("source_name").isin(names)).orderBy("source_name", "source_file").collect()
+    return [
         {
-            (r["source_name"], r["source_file"]): r["count"]
-            for r in spark.read.format("delta").load(lake.quarantine).groupBy("source_name", "source_file").count().collect()
+            "source_name": r["source_name"],
+            "uri": r["source_file"],
+            "bytes": r["file_size"],
+            "rows_read": r["rows_read"],
+            "rows_ingested": r["rows_ingested"],
+            "rows_quarantined": r["rows_quarantined"],
+            "file_errors": list(r["file_errors"]),
         }
-        if storage.exists(spark, lake.quarantine)
-        else {}
-    )
-    files = []
-    for source in conf.enabled_sources:
-        if source.name not in bronze_versions:
-            continue
-        bronze, _ = read_version(spark, lake.bronze(source.name), bronze_versions[source.name])
-        ingested = {r["source_file"]: r["count"] for r in bronze.groupBy("source_file").count().collect()}
-        names = sorted(set(ingested) | {f for (s, f) in quarantine if s == source.name})
-        for f in names:
-            q = quarantine.get((source.name, f), 0)
-            files.append(
-                {
-                    "source_name": source.name,
-                    "source": source.label,
-                    "uri": f,
-                    "rows_read": ingested.get(f, 0) + q,
-                    "rows_ingested": ingested.get(f, 0),
-                    "rows_quarantined": q,
-                }
-            )
-    return files
+        for r in rows
+    ]
+
+
+def current_release(spark, out: str) -> Optional[str]:
+    """URI of the published release in the output folder `out`, or None before the first export."""
+    pointer = storage.join(out, CURRENT)
+    if not storage.exists(spark, pointer):
+        return None
+    return storage.join(out, storage.read_text(spark, pointer).strip())
+
+
+def publish(spark, out: str, release_name: str, run_id: str) -> None:
+    """Point `out/CURRENT` at `releases/<release_name>` with one atomic rename."""
+    tmp = storage.join(out, f".{CURRENT}.{run_id}")
+    storage.write_text(spark, tmp, f"{RELEASES}/{release_name}\n")
+    storage.replace(spark, tmp, storage.join(out, CURRENT))
+
+
+def prune_releases(spark, out: str, keep: int) -> list[str]:
+    """Delete all but the `keep` newest complete releases (never the published one) and
+    every unpublished incomplete one (left by a crash); returns what was deleted."""
+    current = current_release(spark, out)
+    releases = storage.list_dirs(spark, storage.join(out, RELEASES))
+    complete = [r for r in releases if storage.exists(spark, storage.join(r, "manifest.json"))]
+    keep_set = set(complete[-keep:]) | ({current} if current else set())
+    doomed = [r for r in releases if r not in keep_set and r != current]
+    for r in doomed:
+        storage.delete(spark, r)
+    storage.delete(spark, storage.join(out, STAGING))
+    return doomed
 
 
 def run_export(spark, conf: Config, run: RunContext | None = None, as_of_version: Optional[int] = None) -> ExportResult:
@@ -189,14 +211,15 @@ def run_export(spark, conf: Config, run: RunContext | None = None, as_of_version
         raise FileNotFoundError(f"pairs table not found at {lake.pairs}; run `instructlake pairs` first")
     pairs, version = read_version(spark, lake.pairs, as_of_version)
     pairs_meta = commit_metadata(spark, lake.pairs, version)
-    staging = storage.join(out, "_staging", run.run_id)
-    storage.mkdirs(spark, out)
+    # A crash of an earlier export leaves staging files and an unpublished release: clear them.
+    storage.delete(spark, storage.join(out, STAGING))
+    staging = storage.join(out, STAGING, run.run_id)
+    release = storage.join(out, RELEASES, run.run_id)
     kept = pairs.where(F.col(DROP_REASON).isNull())
     try:
-        parts = write_parts(spark, kept, conf, out, staging)
+        parts = write_parts(spark, kept, conf, release, staging)
     finally:
         storage.delete(spark, staging)
-    storage.delete(spark, storage.join(out, "_staging"))
     total = sum(p["rows"] for p in parts)
     bronze_versions = pairs_meta.get("bronze_versions", {})
     manifest = {
@@ -205,6 +228,7 @@ def run_export(spark, conf: Config, run: RunContext | None = None, as_of_version
         "element": ["source", "instruction_response_pair"],
         "template": conf.export.template,
         "run_id": run.run_id,
+        "release": f"{RELEASES}/{run.run_id}",
         "created_at": run.started_at.isoformat(),
         "git_commit": git_commit(),
         "conf_digest": conf.digest(),
@@ -213,16 +237,23 @@ def run_export(spark, conf: Config, run: RunContext | None = None, as_of_version
             "bronze": {
                 name: {"uri": lake.bronze(name), "version": v} for name, v in sorted(bronze_versions.items())
             },
+            "ingest_log": {"uri": lake.ingest_log, "version": pairs_meta.get("ingest_log_version")},
         },
-        "inputs": _input_files(spark, conf, lake, bronze_versions),
+        "inputs": _input_files(spark, conf, lake, pairs_meta.get("ingest_log_version")),
         "counts": _counts_per_source(pairs),
         "total_rows": total,
         "parts": parts,
         "conf": conf.as_dict(),
     }
-    storage.write_text(spark, storage.join(out, "manifest.json"), json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-    log.info("%d pairs in %d part(s) -> %s, %.1fs", total, len(parts), out, time.monotonic() - started)
-    return ExportResult(out, parts, total, version, manifest)
+    storage.write_text(spark, storage.join(release, "manifest.json"), json.dumps(manifest, indent=2) + "\n")
+    checkpoint("export.release_written")
+    publish(spark, out, run.run_id, run.run_id)
+    pruned = prune_releases(spark, out, conf.export.keep_releases)
+    log.info(
+        "%d pairs in %d part(s) -> %s (published; %d old release(s) removed), %.1fs",
+        total, len(parts), release, len(pruned), time.monotonic() - started,
+    )
+    return ExportResult(release, parts, total, version, manifest)
 
 
 def main(argv: list[str] | None = None) -> int:

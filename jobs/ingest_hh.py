@@ -23,7 +23,9 @@ def read_lines(spark, file_uri: str) -> DataFrame:
     A compressed file is one partition; a splittable one gets each split's
     offset from a count per split (see `with_position`), so no shuffle is needed.
     """
-    lines = with_position(spark.read.text(file_uri), "row_index")
+    # A truncated gzip file would fail the whole job; its good lines are kept
+    # instead and the file itself is checked and quarantined by the ingest.
+    lines = with_position(spark.read.option("ignoreCorruptFiles", "true").text(file_uri), "row_index")
     return lines.select(
         F.lit(file_uri).alias("source_file"),
         "row_index",

@@ -34,7 +34,10 @@ _SCHEMA = "source_file string, row_index long, raw string, _read_error string"
 
 
 def _explode_arrays(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    from jobs.faults import checkpoint
+
     for batch in batches:
+        checkpoint("worker.red_team_split")
         rows = [
             (source_file, index, raw, error)
             for source_file, text in zip(batch["source_file"], batch["value"])
@@ -45,7 +48,11 @@ def _explode_arrays(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
 
 def read_array(spark, file_uri: str) -> DataFrame:
     """(source_file, row_index, raw, _read_error) for each element of one JSON-array file."""
-    whole = spark.read.text(file_uri, wholetext=True).select(F.lit(file_uri).alias("source_file"), "value")
+    whole = (
+        spark.read.option("ignoreCorruptFiles", "true")
+        .text(file_uri, wholetext=True)
+        .select(F.lit(file_uri).alias("source_file"), "value")
+    )
     return whole.mapInPandas(_explode_arrays, _SCHEMA)
 
 

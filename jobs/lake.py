@@ -10,7 +10,7 @@ from functools import reduce
 from pathlib import Path
 from typing import Optional
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from jobs import storage
@@ -31,6 +31,10 @@ class Lake:
     @property
     def quarantine(self) -> str:
         return storage.join(self.root, "quarantine")
+
+    @property
+    def ingest_log(self) -> str:
+        return storage.join(self.root, "ingest_log")
 
     @property
     def pairs(self) -> str:
@@ -144,10 +148,22 @@ def overwrite(df: DataFrame, uri: str, metadata: dict) -> None:
     )
 
 
-def insert_new(spark, df: DataFrame, uri: str, keys: list[str], metadata: dict) -> None:
-    """Insert the rows of `df` whose `keys` are not in the table yet (creating it if needed).
+def merge_rows(
+    spark,
+    df: DataFrame,
+    uri: str,
+    keys: list[str],
+    metadata: dict,
+    update_when: Optional[Column] = None,
+    delete_when: Optional[Column] = None,
+) -> None:
+    """Upsert `df` into the table at `uri` by `keys` in one Delta commit (creating the table if needed).
 
-    Re-running with the same rows adds nothing: the MERGE matches them.
+    Rows whose keys are new are inserted; matched rows are updated only where
+    `update_when` holds (their content changed); target rows that `df` does not
+    match are deleted where `delete_when` holds (files replaced or gone).
+    Conditions refer to the target as `t` and to `df` as `s`. Re-running with
+    the same rows changes nothing.
     """
     from delta.tables import DeltaTable
 
@@ -156,8 +172,14 @@ def insert_new(spark, df: DataFrame, uri: str, keys: list[str], metadata: dict) 
         df.write.format("delta").mode("errorifexists").option("userMetadata", meta).save(uri)
         return
     cond = reduce(lambda a, b: a & b, [F.col(f"t.{k}") == F.col(f"s.{k}") for k in keys])
+    merge = DeltaTable.forPath(spark, uri).alias("t").merge(df.alias("s"), cond)
+    if update_when is not None:
+        merge = merge.whenMatchedUpdateAll(condition=update_when)
+    merge = merge.whenNotMatchedInsertAll()
+    if delete_when is not None:
+        merge = merge.whenNotMatchedBySourceDelete(condition=delete_when)
     spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", meta)
     try:
-        DeltaTable.forPath(spark, uri).alias("t").merge(df.alias("s"), cond).whenNotMatchedInsertAll().execute()
+        merge.execute()
     finally:
         spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")

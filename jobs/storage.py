@@ -70,6 +70,16 @@ def expand_inputs(spark, patterns: list[str], what: str) -> list[str]:
     return sorted(dict.fromkeys(out))
 
 
+def file_status(spark, uris: list[str]) -> dict[str, tuple[int, int]]:
+    """{uri: (size in bytes, modification time in ms)} for existing files."""
+    out = {}
+    for uri in uris:
+        fs, path = _fs(spark, uri)
+        st = fs.getFileStatus(path)
+        out[uri] = (int(st.getLen()), int(st.getModificationTime()))
+    return out
+
+
 def exists(spark, uri: str) -> bool:
     fs, path = _fs(spark, uri)
     return bool(fs.exists(path))
@@ -91,6 +101,18 @@ def rename(spark, src: str, dst: str) -> None:
     _, d = _fs(spark, dst)
     if not fs.rename(s, d):
         raise OSError(f"could not rename {src} to {dst}")
+
+
+def replace(spark, src: str, dst: str) -> None:
+    """Move `src` over `dst`. Atomic where the file system's rename replaces (local, POSIX);
+    elsewhere (HDFS, object stores) `dst` is deleted first, leaving a moment without it."""
+    fs, s = _fs(spark, src)
+    _, d = _fs(spark, dst)
+    if fs.rename(s, d):
+        return
+    fs.delete(d, False)
+    if not fs.rename(s, d):
+        raise OSError(f"could not move {src} to {dst}")
 
 
 def list_files(spark, uri: str) -> list[str]:

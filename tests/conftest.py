@@ -36,3 +36,8 @@ def local_conf(tmp_path: Path, *overrides: str):
         REPO / "conf" / "local.yaml",
         [f"paths.lake={(tmp_path / 'lake').as_uri()}", f"paths.output={(tmp_path / 'out').as_uri()}", *overrides],
     )
+
+
+def release_dir(out: Path) -> Path:
+    """The published release folder of an output folder (what `out/CURRENT` points at)."""
+    return out / (out / "CURRENT").read_text().strip()

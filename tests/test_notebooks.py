@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 
-from conftest import REPO
+from conftest import REPO, release_dir
 
 
 class Widgets:
@@ -61,10 +61,10 @@ def test_pipeline_notebook(spark, tmp_path, capsys):
         ]
     )
     ns = run_notebook(REPO / "notebooks" / "pipeline.py", spark, {"conf": "conf/base.yaml", "overrides": overrides})
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    manifest = json.loads((release_dir(tmp_path / "out") / "manifest.json").read_text())
     assert manifest["counts"]["hh_helpful"] == {"read": 600, "kept": 552, "dropped": {"response_too_short": 48}}
     assert manifest["counts"]["hh_harmless"]["read"] == 60
-    parts = sorted((tmp_path / "out").glob("instruction_tuning_dataset_part*.json"))
+    parts = sorted(release_dir(tmp_path / "out").glob("instruction_tuning_dataset_part*.json"))
     assert len(parts) == 1 and len(json.loads(parts[0].read_text())) == manifest["total_rows"] == 552 + manifest["counts"]["hh_harmless"]["kept"]
     assert ns["result"].export.total_rows == manifest["total_rows"]
     assert "hh_helpful" in capsys.readouterr().out

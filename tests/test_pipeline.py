@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import REPO, SAMPLE, SHARED_DATA, local_conf
+from conftest import REPO, SAMPLE, SHARED_DATA, local_conf, release_dir
 from jobs.lake import Lake, RunContext
 from jobs.pipeline import run_pipeline
 from udfs.pair_format import parse_pair
@@ -112,8 +112,12 @@ def real_run(spark, tmp_path_factory):
     return conf, result, tmp, list(hh.values()), red_team
 
 
+def part_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in release_dir(out).glob("*_part*.json")}
+
+
 def read_parts(out: Path) -> list[tuple[str, list]]:
-    parts = sorted(out.glob("*_part*.json"), key=lambda p: int(re.search(r"_part(\d+)\.json$", p.name).group(1)))
+    parts = sorted(release_dir(out).glob("*_part*.json"), key=lambda p: int(re.search(r"_part(\d+)\.json$", p.name).group(1)))
     return [(p.name, json.loads(p.read_text(encoding="utf-8"))) for p in parts]
 
 
@@ -166,9 +170,9 @@ def test_parts_follow_the_seeded_shuffle_order(spark, real_run):
 
 def test_manifest(real_run):
     conf, result, tmp, hh_files, red_team = real_run
-    m = json.loads((tmp / "out" / "manifest.json").read_text())
+    m = json.loads((release_dir(tmp / "out") / "manifest.json").read_text())
     for part in m["parts"]:
-        data = (tmp / "out" / part["file"]).read_bytes()
+        data = (release_dir(tmp / "out") / part["file"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == part["sha256"]
         assert len(data) == part["bytes"]
         assert len(json.loads(data)) == part["rows"]
@@ -205,6 +209,7 @@ def test_delta_tables(spark, real_run):
     assert pairs.columns == [
         "source", "source_name", "source_format", "source_file", "row_index", "content_id", "ingest_run_id",
         "instruction", "response", "instruction_chars", "response_chars", "red_team_rating", "pair_id", "drop_reason",
+        "pairs_run_id",
     ]
     # Nothing deleted in silver: one row per bronze row; dropped rows keep their text-less reason.
     assert pairs.count() == 3886 + 60
@@ -216,22 +221,33 @@ def test_delta_tables(spark, real_run):
 
 
 def test_rerun_is_byte_identical_and_adds_nothing(spark, real_run):
+    from delta.tables import DeltaTable
+
+    from jobs.export import run_export
+    from jobs.pairs import run_pairs
+
     conf, result, tmp, *_ = real_run
-    before = {p.name: p.read_bytes() for p in (tmp / "out").glob("*_part*.json")}
-    bronze_rows = spark.read.format("delta").load(Lake.of(conf).bronze("helpful_online")).count()
+    lake = Lake.of(conf)
+    tables = [lake.bronze("helpful_online"), lake.quarantine, lake.ingest_log, lake.pairs]
+
+    def versions():
+        return [DeltaTable.forPath(spark, t).history(1).first()["version"] for t in tables]
+
+    before, table_versions = part_bytes(tmp / "out"), versions()
     again = run_pipeline(spark, conf, RunContext())
-    after = {p.name: p.read_bytes() for p in (tmp / "out").glob("*_part*.json")}
-    assert after == before
-    assert spark.read.format("delta").load(Lake.of(conf).bronze("helpful_online")).count() == bronze_rows
+    assert part_bytes(tmp / "out") == before
+    # Nothing to do: no table gets a new version, the counts are the same.
+    assert versions() == table_versions
     assert again.pairs.counts == result.pairs.counts
     assert [p["sha256"] for p in again.export.parts] == [p["sha256"] for p in result.export.parts]
-    # The pairs table has a new version now; exporting the first one by time travel gives the same bytes.
-    from jobs.export import run_export
-
-    assert again.pairs.version > result.pairs.version
+    # A conf change recomputes the pairs (a new version); exporting the first version by
+    # time travel still gives the first bytes.
+    changed = run_pairs(spark, local_conf(tmp, f"paths.lake={conf.paths.lake}", "filters.response_length.min_chars=50"))
+    assert changed.version > result.pairs.version and changed.counts != result.pairs.counts
     old = run_export(spark, conf, RunContext(), as_of_version=result.pairs.version)
-    assert old.pairs_version == result.pairs.version
-    assert {p.name: p.read_bytes() for p in (tmp / "out").glob("*_part*.json")} == before
+    assert old.pairs_version == result.pairs.version and old.manifest["tables"]["pairs"]["version"] == result.pairs.version
+    assert part_bytes(tmp / "out") == before
+    assert run_pairs(spark, conf).counts == result.pairs.counts  # back to the conf of the fixture
 
 
 def test_export_num_parts_and_source_order(spark, real_run):
@@ -311,6 +327,6 @@ def test_each_job_runs_under_spark_submit(spark, tmp_path):
         # spark-submit sends the Python driver's stderr to its own stdout.
         assert f"[{stage}]" in proc.stdout
     assert "hh_helpful" in proc.stdout and "(kept)" in proc.stdout
-    a = {p.name: p.read_bytes() for p in (tmp_path / "a" / "out").glob("*_part*.json")}
-    b = {p.name: p.read_bytes() for p in (tmp_path / "b" / "out").glob("*_part*.json")}
+    a = part_bytes(tmp_path / "a" / "out")
+    b = part_bytes(tmp_path / "b" / "out")
     assert a and a == b

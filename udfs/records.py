@@ -8,12 +8,19 @@ adds one column per field plus `_error`: null for a good record, else the
 first problem found (`blank_line`, `malformed_json`, `not_a_json_object`,
 `missing_field:<name>`, `wrong_type:<name>`).
 
+`inspect_file` checks a raw file's bytes: whether a gzip file is complete and
+intact (Spark's reader, told to skip corrupt files, stops at a truncated
+member without saying so), and which lines are not valid UTF-8 (Spark's
+decoder silently puts U+FFFD in place of such bytes, so a Latin-1 or UTF-16
+file would otherwise pass as text).
+
 `split_json_array` is the pure function that cuts a JSON array file into its
 element texts, keeping the elements before a syntax error.
 """
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
 from functools import reduce
 from typing import Iterator, Optional
@@ -120,3 +127,65 @@ def split_json_array(text: Optional[str]) -> Iterator[tuple[int, str, Optional[s
             return
         yield index, text[i : i + RAW_PREVIEW_CHARS], "truncated_json_array"
         return
+
+
+def _lines_not_utf8(chunk: bytes, first_line: int) -> list[int]:
+    try:
+        chunk.decode("utf-8")
+        return []
+    except UnicodeDecodeError:
+        bad = []
+        for i, line in enumerate(chunk.splitlines()):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                bad.append(first_line + i)
+        return bad
+
+
+def _gunzip_chunks(content: bytes, problems: list[str]) -> Iterator[bytes]:
+    """Decompressed chunks of a (possibly multi-member) gzip file; a problem is appended, not raised."""
+    data = content
+    while True:
+        d = zlib.decompressobj(wbits=31)
+        try:
+            while not d.eof:
+                out = d.decompress(data, 1 << 24)
+                if out:
+                    yield out
+                data = d.unconsumed_tail
+                if not data and not d.eof:
+                    problems.append("truncated_gzip")
+                    return
+        except zlib.error:
+            problems.append("corrupt_gzip")
+            return
+        data = d.unused_data
+        if not data.strip(b"\x00"):
+            return
+
+
+def inspect_file(content: Optional[bytes], gzipped: bool) -> tuple[Optional[str], list[int]]:
+    """(file problem, indices of lines that are not UTF-8) for a raw file's bytes.
+
+    The problem is None, `empty_file`, `truncated_gzip` or `corrupt_gzip`. Lines
+    are split like Spark's text reader does (LF, CRLF or CR).
+    """
+    if not content:
+        return "empty_file", []
+    problems: list[str] = []
+    chunks = _gunzip_chunks(content, problems) if gzipped else iter([content])
+    bad: list[int] = []
+    pending, line_no = b"", 0
+    for chunk in chunks:
+        pending += chunk
+        cut = pending.rfind(b"\n") + 1
+        if cut:
+            complete, pending = pending[:cut], pending[cut:]
+            bad += _lines_not_utf8(complete, line_no)
+            line_no += len(complete.splitlines())
+    if pending:
+        bad += _lines_not_utf8(pending, line_no)
+    if gzipped and not problems and line_no == 0 and not pending:
+        problems.append("empty_file")
+    return (problems[0] if problems else None), bad

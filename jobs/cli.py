@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
         )
         if name == "export":
             s.add_argument("--as-of-version", type=int, default=None, help="export the pairs table as of this Delta version")
+        if name in ("run", "pairs"):
+            s.add_argument("--full", action="store_true", help="recompute every pair instead of only the new bronze rows")
     return p
 
 
@@ -65,6 +67,15 @@ def format_summary(counts: list[tuple[str, str | None, int]], output: str | None
     return "\n".join(lines)
 
 
+def manifest_counts(manifest: dict) -> list[tuple[str, str | None, int]]:
+    """(source, drop_reason, rows) from a manifest's counts; drop_reason None for the kept rows."""
+    return [
+        (source, reason, n)
+        for source, entry in manifest["counts"].items()
+        for reason, n in [(None, entry["kept"]), *entry["dropped"].items()]
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
@@ -88,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args, conf) -> int:
     from jobs import storage
     from jobs.lake import RunContext
+    from jobs.ingest import IngestCheckError
     from jobs.pairs import MissingTableError
     from jobs.session import DeltaUnavailableError, get_spark
 
@@ -106,18 +118,14 @@ def _run(args, conf) -> int:
         if args.command in ("run", "pairs"):
             from jobs.pairs import run_pairs
 
-            counts = run_pairs(spark, conf, run).counts
+            counts = run_pairs(spark, conf, run, full=args.full).counts
         if args.command in ("run", "export"):
             from jobs.export import run_export
 
             result = run_export(spark, conf, run, getattr(args, "as_of_version", None))
             output = result.output
-            counts = [
-                (source, reason, n)
-                for source, entry in result.manifest["counts"].items()
-                for reason, n in [(None, entry["kept"]), *entry["dropped"].items()]
-            ]
-    except (storage.InputNotFoundError, MissingTableError, DeltaUnavailableError, FileNotFoundError) as e:
+            counts = manifest_counts(result.manifest)
+    except (storage.InputNotFoundError, MissingTableError, DeltaUnavailableError, IngestCheckError, FileNotFoundError) as e:
         print(f"instructlake: error: {e}", file=sys.stderr)
         return 2
     if counts is not None:

@@ -1,70 +1,112 @@
-"""The Databricks notebooks run cell by cell against the test session, with widget values supplied."""
+"""The Databricks notebooks run cell by cell against the test session, with widget values supplied
+the way a Databricks job supplies them (its `base_parameters` override the widgets' defaults)."""
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
-from conftest import REPO, release_dir
+import pytest
+from delta.tables import DeltaTable
+
+from conftest import REPO, SAMPLE, release_dir
+
+NOTEBOOKS = ["ingest", "pairs", "export", "pipeline"]
 
 
 class Widgets:
-    """What Databricks' dbutils.widgets offers a notebook: text widgets with values set by the job."""
+    """What Databricks' dbutils.widgets offers a notebook: text widgets whose values a job may set."""
 
-    def __init__(self, values: dict[str, str]):
-        self.values = dict(values)
-        self.defined: dict[str, str] = {}
+    def __init__(self, parameters: dict[str, str]):
+        self.parameters = dict(parameters)
+        self.defaults: dict[str, str] = {}
 
     def text(self, name: str, default: str, label: str = "") -> None:
-        self.defined[name] = default
+        self.defaults[name] = default
 
     def get(self, name: str) -> str:
-        if name not in self.defined:
+        if name not in self.defaults:
             raise ValueError(f"widget {name!r} was never defined")
-        return self.values.get(name, self.defined[name])
+        return self.parameters.get(name, self.defaults[name])
 
 
 class DbUtils:
-    def __init__(self, values):
-        self.widgets = Widgets(values)
+    def __init__(self, parameters):
+        self.widgets = Widgets(parameters)
 
 
-def cells(path):
+def cells(path: Path) -> list[str]:
     text = path.read_text(encoding="utf-8")
     assert text.startswith("# Databricks notebook source\n")
-    return [c for c in text.split("# COMMAND ----------") if c.strip()]
+    return text.split("\n# COMMAND ----------\n")
 
 
-def run_notebook(path, spark, widgets: dict[str, str]):
-    namespace = {"spark": spark, "dbutils": DbUtils(widgets), "display": print}
+def is_markdown(cell: str) -> bool:
+    lines = [line for line in cell.splitlines() if line.strip() and line != "# Databricks notebook source"]
+    return bool(lines) and all(line.startswith("# MAGIC") for line in lines)
+
+
+def run_notebook(name: str, spark, parameters: dict[str, str]) -> dict:
+    path = REPO / "notebooks" / f"{name}.py"
+    namespace = {"spark": spark, "dbutils": DbUtils(parameters), "display": print}
     cwd = os.getcwd()
-    os.chdir(path.parent)  # Databricks runs a repository notebook from its own folder
+    os.chdir(path.parent)  # Databricks runs a Git-folder notebook from its own folder
     try:
         for cell in cells(path):
-            if all(line.startswith("# MAGIC") or not line.strip() for line in cell.splitlines()
-                   if not line.startswith("# Databricks notebook source")):
-                continue
-            exec(compile(cell, str(path), "exec"), namespace)
+            if not is_markdown(cell):
+                exec(compile(cell, str(path), "exec"), namespace)
     finally:
         os.chdir(cwd)
     return namespace
 
 
-def test_pipeline_notebook(spark, tmp_path, capsys):
-    sample = REPO / "data" / "sample"
-    overrides = "\n".join(
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_shape(name):
+    cs = cells(REPO / "notebooks" / f"{name}.py")
+    assert is_markdown(cs[0]) and "**`<" in cs[0]  # says what it writes, and where
+    assert 'dbutils.widgets.text("conf"' in cs[1] and 'dbutils.widgets.text("overrides"' in cs[1]
+    assert all(not is_markdown(c) for c in cs[1:])
+
+
+def sample_overrides(tmp_path: Path) -> str:
+    return "\n".join(
         [
             f"paths.lake={(tmp_path / 'lake').as_uri()}",
             f"paths.output={(tmp_path / 'out').as_uri()}",
-            f"sources.helpful_online.paths=[{sample / 'hh-rlhf/helpful-online/test.jsonl.gz'}]",
-            f"sources.helpful_rejection_sampled.paths=[{sample / 'hh-rlhf/helpful-rejection-sampled/test.jsonl.gz'}]",
-            f"sources.red_team_attempts.paths=[{sample / 'red-team-attempts/red_team_attempts.json'}]",
+            f"sources.helpful_online.paths=[{SAMPLE / 'hh-rlhf/helpful-online/test.jsonl.gz'}]",
+            f"sources.helpful_rejection_sampled.paths=[{SAMPLE / 'hh-rlhf/helpful-rejection-sampled/test.jsonl.gz'}]",
+            f"sources.red_team_attempts.paths=[{SAMPLE / 'red-team-attempts/red_team_attempts.json'}]",
         ]
     )
-    ns = run_notebook(REPO / "notebooks" / "pipeline.py", spark, {"conf": "conf/base.yaml", "overrides": overrides})
+
+
+def test_stage_notebooks_in_order(spark, tmp_path, capsys):
+    params = {"conf": "conf/local.yaml", "overrides": sample_overrides(tmp_path)}
+    lake = tmp_path / "lake"
+    run_notebook("ingest", spark, params)
+    for name, rows in [("helpful_online", 300), ("helpful_rejection_sampled", 300), ("red_team_attempts", 60)]:
+        assert DeltaTable.forPath(spark, (lake / "bronze" / name).as_uri()).toDF().count() == rows
+    assert "helpful_online: 1 file(s) read, 300 rows" in capsys.readouterr().out
+    ns = run_notebook("pairs", spark, params)
+    pairs = DeltaTable.forPath(spark, (lake / "silver" / "pairs").as_uri()).toDF()
+    assert pairs.count() == 660 and ns["result"].version == 0
+    assert "(kept)" in capsys.readouterr().out
+    ns = run_notebook("export", spark, params)
     manifest = json.loads((release_dir(tmp_path / "out") / "manifest.json").read_text())
-    assert manifest["counts"]["hh_helpful"] == {"read": 600, "kept": 552, "dropped": {"response_too_short": 48}}
-    assert manifest["counts"]["hh_harmless"]["read"] == 60
+    assert manifest["counts"]["hh_helpful"]["read"] == 600 and manifest["total_rows"] == ns["result"].total_rows
     parts = sorted(release_dir(tmp_path / "out").glob("instruction_tuning_dataset_part*.json"))
-    assert len(parts) == 1 and len(json.loads(parts[0].read_text())) == manifest["total_rows"] == 552 + manifest["counts"]["hh_harmless"]["kept"]
-    assert ns["result"].export.total_rows == manifest["total_rows"]
-    assert "hh_helpful" in capsys.readouterr().out
+    assert sum(len(json.loads(p.read_text())) for p in parts) == manifest["total_rows"]
+    # The whole-pipeline notebook on the same lake: nothing new to ingest or score, the same bytes.
+    before = {p.name: p.read_bytes() for p in parts}
+    run_notebook("pipeline", spark, params)
+    assert {p.name: p.read_bytes() for p in release_dir(tmp_path / "out").glob("*_part*.json")} == before
+
+
+def test_default_widget_conf_is_the_databricks_overlay(spark):
+    ns = {"dbutils": DbUtils({})}
+    cell = cells(REPO / "notebooks" / "pipeline.py")[1]
+    exec(cell, ns)
+    from jobs.notebook import notebook_conf
+
+    conf = notebook_conf(ns["dbutils"].widgets.get("conf"), "")
+    assert conf.paths.lake == "/Volumes/main/instructlake/lake"

@@ -13,10 +13,25 @@ setup: $(STAMP) $(JARS_STAMP)
 check-java:
 	@command -v java >/dev/null || { echo "Java 17 or newer is needed (Spark 4): install a JDK, e.g. 'apt-get install openjdk-17-jre-headless'" >&2; exit 1; }
 
+# PyTorch from PyPI is a CUDA build of about 5 GB (no CPU-only wheel is on PyPI). It is
+# installed once per machine into a shared folder, ~/.cache/instructlake/torch/<version>-<python>
+# (or $$INSTRUCTLAKE_TORCH_DIR/...), and made importable in .venv by a .pth file; pip then sees it
+# as installed and every new clone's .venv reuses it.
+TORCH_VERSION := $(shell sed -n 's/^torch==//p' constraints.txt)
+PY_TAG := $(shell $(PYTHON) -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
+TORCH_DIR := $(or $(INSTRUCTLAKE_TORCH_DIR),$(HOME)/.cache/instructlake/torch)/$(TORCH_VERSION)-$(PY_TAG)
+
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	@if [ ! -f "$(TORCH_DIR)/.complete" ]; then \
+	  echo "installing torch $(TORCH_VERSION) once for this machine into $(TORCH_DIR)"; \
+	  tmp="$(TORCH_DIR).partial.$$$$"; rm -rf "$$tmp" && \
+	  $(PY) -m pip install --quiet --target "$$tmp" -c constraints.txt "torch==$(TORCH_VERSION)" && \
+	  touch "$$tmp/.complete" && rm -rf "$(TORCH_DIR)" && mv "$$tmp" "$(TORCH_DIR)"; \
+	fi
+	$(PY) -c 'import site, sys; open(site.getsitepackages()[0] + "/instructlake-torch.pth", "w").write(sys.argv[1] + "\n")' "$(TORCH_DIR)"
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,detoxify]'
 	touch $@
 
 # The Delta Lake jars, fetched once from Maven Central into ~/.cache/instructlake/jars

@@ -100,7 +100,84 @@ class RedTeamRatingFilter:
             raise ConfigError("max_rating", f"must be >= min_rating ({self.min_rating}), got {self.max_rating}")
 
 
-FilterSpec = Union[LengthFilter, RedTeamRatingFilter]
+LANGDETECT_LANGUAGES = (
+    "af ar bg bn ca cs cy da de el en es et fa fi fr gu he hi hr hu id it ja kn ko lt lv mk ml mr ne nl no pa "
+    "pl pt ro ru sk sl so sq sv sw ta te th tl tr uk ur vi zh-cn zh-tw"
+).split()
+
+
+@dataclass
+class LanguageFilter:
+    """Language of a pair by langdetect (`lang`, `lang_prob`); keeps the allowed languages.
+
+    `text` says what is detected: `pair` (default) is the instruction's first
+    half of `max_chars` followed by the response up to `max_chars` in all,
+    `instruction` or `response` one side only, cut to `max_chars`.
+    """
+
+    rule: Literal["language"]
+    allowed: list[str] = field(default_factory=lambda: ["en"])
+    min_prob: float = field(default=0.7, metadata={"min": 0, "max": 1})
+    text: Literal["pair", "instruction", "response"] = "pair"
+    max_chars: int = field(default=1000, metadata={"min": 1})
+    enabled: bool = True
+    sources: Optional[list[str]] = None
+    name: Optional[str] = None
+
+    def validate(self) -> None:
+        if not self.allowed:
+            raise ConfigError("allowed", "list at least one language code, e.g. [en]")
+        for i, code in enumerate(self.allowed):
+            if code not in LANGDETECT_LANGUAGES:
+                raise ConfigError(f"allowed[{i}]", f"unknown language code {code!r}; langdetect knows: {', '.join(LANGDETECT_LANGUAGES)}")
+
+
+DETOXIFY_MODEL_TYPES = ("original", "unbiased", "multilingual", "original-small", "unbiased-small")
+
+
+@dataclass
+class ToxicityFilter:
+    """Toxicity scores of both sides of a pair; drops a pair whose score of a class exceeds its threshold.
+
+    `backend: detoxify` runs a Detoxify model (released weights by `model_type`,
+    or `checkpoint`); `backend: profanity_check` runs alt-profanity-check's
+    shipped linear SVM (one class, `toxicity`). Instructions are judged on the
+    rows of `instruction_sources`, responses on those of `response_sources`
+    (both default to every source the filter applies to; `[]` means none).
+    """
+
+    rule: Literal["toxicity"]
+    backend: Literal["detoxify", "profanity_check"] = "detoxify"
+    model_type: Literal["original", "unbiased", "multilingual", "original-small", "unbiased-small"] = "original"
+    checkpoint: Optional[str] = None
+    huggingface_config_path: Optional[str] = None
+    device: str = "cpu"
+    batch_size: int = field(default=32, metadata={"min": 1})
+    max_tokens: int = field(default=256, metadata={"min": 8, "max": 512})
+    thresholds: dict[str, float] = field(default_factory=lambda: {"toxicity": 0.5})
+    instruction_sources: Optional[list[str]] = None
+    response_sources: Optional[list[str]] = None
+    enabled: bool = True
+    sources: Optional[list[str]] = None
+    name: Optional[str] = None
+
+    def validate(self) -> None:
+        if not re.match(r"^(cpu|cuda(:[0-9]+)?)$", self.device):
+            raise ConfigError("device", f"expected 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if not self.thresholds:
+            raise ConfigError("thresholds", "set at least one class threshold, e.g. {toxicity: 0.5}")
+        for cls, value in self.thresholds.items():
+            if not 0 <= value <= 1:
+                raise ConfigError(f"thresholds.{cls}", f"must be between 0 and 1, got {value}")
+        if self.backend == "profanity_check":
+            extra = sorted(set(self.thresholds) - {"toxicity"})
+            if extra:
+                raise ConfigError(f"thresholds.{extra[0]}", "the profanity_check backend scores only 'toxicity'")
+        for cls in self.thresholds:
+            _check_name(f"thresholds.{cls}", cls)
+
+
+FilterSpec = Union[LengthFilter, RedTeamRatingFilter, LanguageFilter, ToxicityFilter]
 
 
 @dataclass
@@ -148,12 +225,13 @@ class Config:
             seen.add(s.name)
         labels = {s.label for s in self.sources}
         for i, f in enumerate(self.filters):
-            for label in f.sources or []:
-                if label not in labels:
-                    raise ConfigError(
-                        f"filters[{i}].sources",
-                        f"unknown source label {label!r}; labels in this conf: {', '.join(sorted(labels))}",
-                    )
+            for key in ("sources", "instruction_sources", "response_sources"):
+                for label in getattr(f, key, None) or []:
+                    if label not in labels:
+                        raise ConfigError(
+                            f"filters[{i}].{key}",
+                            f"unknown source label {label!r}; labels in this conf: {', '.join(sorted(labels))}",
+                        )
 
     @property
     def enabled_sources(self) -> list[Source]:

@@ -3,10 +3,14 @@
 Columns: `source` (label), `source_name`, `source_format`, provenance
 (`source_file`, `row_index`, `content_id`, `ingest_run_id`), `instruction`,
 `response`, score columns (`instruction_chars`, `response_chars`,
-`red_team_rating`), `pair_id` (sha256 of instruction and response) and
+`red_team_rating`), `pair_id` (sha256 of instruction and response),
 `drop_reason` (null when kept; else the dialogue-split failure or the first
 failing filter in conf order). Nothing is deleted here: dropped rows stay,
-with their reason. The commit records the bronze versions it read.
+with their reason. The model filters' score columns follow (`lang`,
+`lang_prob`, `instruction_<class>`, `response_<class>`; null on rows dropped
+before the filter ran). The commit records the bronze versions it read and,
+under `scorers`, the versioned name of each model filter's scorer by filter
+name (e.g. `{"toxicity": "toxicity/detoxify-original"}`).
 
     spark-submit jobs/pairs.py --conf conf/local.yaml
 """
@@ -29,7 +33,7 @@ from pyspark.sql import functions as F
 from jobs.config import Config, Source
 from jobs.lake import Lake, RunContext, is_delta, latest_version, overwrite, read_version
 from udfs.dialogue import split_first_exchange_cols
-from udfs.filters import DROP_REASON, apply_filters, with_text_lengths
+from udfs.filters import DROP_REASON, apply_filters, scorer_names, with_text_lengths
 
 log = logging.getLogger("instructlake.pairs")
 
@@ -92,7 +96,7 @@ def build_pairs(spark, conf: Config, lake: Lake) -> tuple[DataFrame, dict[str, i
         parts.append(with_first_exchange(bronze, source))
     pairs = reduce(DataFrame.unionByName, parts)
     pairs = pairs.transform(with_text_lengths).transform(apply_filters, conf.filters).transform(with_pair_id)
-    return pairs.select(*PAIR_COLUMNS), versions
+    return pairs.select(*PAIR_COLUMNS, *[c for c in pairs.columns if c not in PAIR_COLUMNS]), versions
 
 
 def drop_counts(spark, uri: str, version: int) -> list[tuple[str, str | None, int]]:
@@ -110,7 +114,7 @@ def run_pairs(spark, conf: Config, run: RunContext | None = None) -> PairsResult
     lake = Lake.of(conf)
     started = time.monotonic()
     pairs, versions = build_pairs(spark, conf, lake)
-    overwrite(pairs, lake.pairs, {"stage": "pairs", "run_id": run.run_id, "bronze_versions": versions})
+    overwrite(pairs, lake.pairs, {"stage": "pairs", "run_id": run.run_id, "bronze_versions": versions, "scorers": scorer_names(conf.filters)})
     version = latest_version(spark, lake.pairs)
     counts = drop_counts(spark, lake.pairs, version)
     kept = sum(n for _, reason, n in counts if reason is None)

@@ -64,6 +64,29 @@ def ref_exchange(dialogue):
     return instruction, response
 
 
+def ref_model_filters(source, instruction, response):
+    """The language and toxicity filters of conf/local.yaml, calling langdetect and alt-profanity-check directly."""
+    from langdetect import DetectorFactory, detect_langs
+    from langdetect.lang_detect_exception import LangDetectException
+    from profanity_check import predict_prob
+
+    DetectorFactory.seed = 0
+    head = instruction[:500]  # `text: pair`, `max_chars: 1000`: at most half for the instruction
+    try:
+        best = detect_langs(head + "\n" + response[: 1000 - len(head) - 1])[0]
+    except LangDetectException:
+        return "language_unknown"
+    if best.prob < 0.7:
+        return "language_uncertain"
+    if best.lang != "en":
+        return "language_not_allowed"
+    if source == "hh_helpful" and predict_prob([instruction])[0] > 0.8:  # red-team prompts are not judged
+        return "toxic_instruction"
+    if predict_prob([response])[0] > 0.8:
+        return "toxic_response"
+    return None
+
+
 def reference(hh_files, red_team_file):
     """Counter of (source, drop_reason) and Counter of kept (source, instruction, response)."""
     reasons, kept = Counter(), Counter()
@@ -71,8 +94,8 @@ def reference(hh_files, red_team_file):
     def account(source, result, extra_reason=None):
         if isinstance(result, str):
             reasons[(source, result)] += 1
-        elif extra_reason:
-            reasons[(source, extra_reason)] += 1
+        elif extra_reason or ref_model_filters(source, *result):
+            reasons[(source, extra_reason or ref_model_filters(source, *result))] += 1
         else:
             reasons[(source, None)] += 1
             kept[(source, *result)] += 1
@@ -210,7 +233,7 @@ def test_delta_tables(spark, real_run):
         "source", "source_name", "source_format", "source_file", "row_index", "content_id", "ingest_run_id",
         "instruction", "response", "instruction_chars", "response_chars", "red_team_rating", "pair_id", "drop_reason",
         "pairs_run_id",
-    ]
+    ] + ["lang", "lang_prob", "instruction_toxicity", "response_toxicity"]  # the model filters' scores
     # Nothing deleted in silver: one row per bronze row; dropped rows keep their text-less reason.
     assert pairs.count() == 3886 + 60
     short = pairs.where(F.col("drop_reason") == "response_too_short").select("response_chars").collect()

@@ -29,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
         "pairs": "bronze dialogues into the silver pairs table, with scores and drop reasons",
         "export": "kept pairs into JSON parts and manifest.json",
     }
+    f = sub.add_parser("fetch", help="download the upstream source files (conf/sources.yaml) into the raw zone")
+    f.add_argument("sources", nargs="*", help="sources to fetch (default: all), e.g. hh-rlhf mbpp")
+    f.add_argument("--raw", default="raw", help="the raw zone: a folder or URI (default: ./raw)")
+    f.add_argument("--base-url", default=None, help="fetch from a mirror: BASE/<host>/<path> (or $INSTRUCTLAKE_FETCH_BASE_URL)")
+    f.add_argument("--catalog", default=None, help="the file list (default: conf/sources.yaml)")
+    f.add_argument("--retries", type=int, default=5, help="retries per file on network errors (default 5)")
     for name in STAGES:
         s = sub.add_parser(name, help=helps[name])
         s.add_argument("--conf", default=None, help="YAML conf file (default: conf/local.yaml)")
@@ -88,12 +94,30 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.confload import ConfigError
     from jobs.config import load_config
 
+    if args.command == "fetch":
+        return _fetch(args)
     try:
         conf = load_config(args.conf, args.overrides)
     except ConfigError as e:
         print(f"instructlake: configuration error: {e}", file=sys.stderr)
         return 2
     return _run(args, conf)
+
+
+def _fetch(args) -> int:
+    from jobs.confload import ConfigError
+    from jobs.fetch import FetchError, fetch, load_catalog
+
+    try:
+        result = fetch(args.sources, args.raw, args.base_url, load_catalog(args.catalog), retries=args.retries)
+    except (ConfigError, FetchError) as e:
+        print(f"instructlake: fetch failed: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"{len(result.downloaded)} file(s) downloaded, {len(result.skipped)} already present and verified, "
+        f"{len(result.extracted)} extracted, in {args.raw}"
+    )
+    return 0
 
 
 def _run(args, conf) -> int:

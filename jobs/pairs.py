@@ -22,6 +22,8 @@ if __name__ == "__main__" and not __package__:  # run as a file by spark-submit
 
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -31,7 +33,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.config import Config, Source
-from jobs.lake import Lake, RunContext, is_delta, latest_version, overwrite, read_version
+from jobs.confload import to_dict
+from jobs.lake import Lake, RunContext, commit_metadata, is_delta, latest_version, overwrite, read_version
 from udfs.dialogue import split_first_exchange_cols
 from udfs.filters import DROP_REASON, apply_filters, scorer_names, with_text_lengths
 
@@ -42,7 +45,9 @@ DIALOGUE_COLUMN = {"hh_rlhf": "chosen", "red_team": "transcript"}
 PAIR_COLUMNS = [
     "source", "source_name", "source_format", "source_file", "row_index", "content_id", "ingest_run_id",
     "instruction", "response", "instruction_chars", "response_chars", "red_team_rating", "pair_id", DROP_REASON,
+    "pairs_run_id",
 ]
+KEYS = ["source_name", "source_file", "row_index"]
 
 
 class MissingTableError(RuntimeError):
@@ -83,8 +88,14 @@ def with_pair_id(df: DataFrame) -> DataFrame:
     )
 
 
-def build_pairs(spark, conf: Config, lake: Lake) -> tuple[DataFrame, dict[str, int]]:
-    """The pairs DataFrame (not yet written) and the bronze versions it reads."""
+def build_pairs(
+    spark, conf: Config, lake: Lake, run: RunContext, done: DataFrame | None = None
+) -> tuple[DataFrame, dict[str, int]]:
+    """The pairs DataFrame (not yet written) and the bronze versions it reads.
+
+    `done` holds (source_name, source_file, row_index, content_id) of pairs
+    already computed: those bronze rows are left out before any scoring.
+    """
     parts, versions = [], {}
     for source in conf.enabled_sources:
         uri = lake.bronze(source.name)
@@ -93,10 +104,71 @@ def build_pairs(spark, conf: Config, lake: Lake) -> tuple[DataFrame, dict[str, i
                 f"bronze table for source {source.name!r} not found at {uri}; run `instructlake ingest` first"
             )
         bronze, versions[source.name] = read_version(spark, uri)
+        if done is not None:
+            bronze = bronze.join(
+                done.where(F.col("source_name") == source.name).drop("source_name"),
+                ["source_file", "row_index", "content_id"],
+                "left_anti",
+            )
         parts.append(with_first_exchange(bronze, source))
     pairs = reduce(DataFrame.unionByName, parts)
     pairs = pairs.transform(with_text_lengths).transform(apply_filters, conf.filters).transform(with_pair_id)
-    return pairs.select(*PAIR_COLUMNS, *[c for c in pairs.columns if c not in PAIR_COLUMNS]), versions
+    return pairs.withColumn("pairs_run_id", F.lit(run.run_id)).select(*PAIR_COLUMNS, *[c for c in pairs.columns if c not in PAIR_COLUMNS]), versions
+
+
+def pairs_digest(conf: Config) -> str:
+    """What the content of a pairs row depends on besides its bronze row: the sources and the filters."""
+    relevant = {
+        "sources": [(s.name, s.label, s.format) for s in conf.enabled_sources],
+        "filters": [to_dict(f) for f in conf.filters],
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+def _bronze_keys(spark, conf: Config, lake: Lake, versions: dict[str, int]) -> DataFrame:
+    return reduce(
+        DataFrame.unionByName,
+        [
+            read_version(spark, lake.bronze(s.name), versions[s.name])[0].select(
+                F.lit(s.name).alias("source_name"), "source_file", "row_index", "content_id"
+            )
+            for s in conf.enabled_sources
+        ],
+    )
+
+
+def update_pairs(spark, conf: Config, lake: Lake, run: RunContext, metadata: dict) -> dict[str, int] | None:
+    """Score only the bronze rows that have no pair yet, and drop pairs whose bronze row is gone,
+    in one MERGE commit. Returns the bronze versions read, or None when nothing changed."""
+    from delta.tables import DeltaTable
+
+    done = spark.read.format("delta").load(lake.pairs).select(*KEYS, "content_id")
+    new, versions = build_pairs(spark, conf, lake, run, done)
+    if versions == metadata.get("bronze_versions"):
+        return None
+    current = _bronze_keys(spark, conf, lake, versions)
+    new_keys = current.join(done, [*KEYS, "content_id"], "left_anti").select(*KEYS)
+    stale = (
+        done.join(current, [*KEYS, "content_id"], "left_anti")
+        .join(new_keys, KEYS, "left_anti")  # a changed row is updated, not deleted
+    )
+    changes = new.withColumn("_op", F.lit("upsert")).unionByName(
+        stale.withColumn("_op", F.lit("delete")), allowMissingColumns=True
+    )
+    cond = reduce(lambda a, b: a & b, [F.col(f"t.{k}") == F.col(f"s.{k}") for k in KEYS])
+    is_delete = F.col("s._op") == "delete"
+    spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", json.dumps(metadata | {"bronze_versions": versions}, sort_keys=True))
+    try:
+        (
+            DeltaTable.forPath(spark, lake.pairs).alias("t").merge(changes.alias("s"), cond)
+            .whenMatchedDelete(condition=is_delete)
+            .whenMatchedUpdate(set={c: F.col(f"s.{c}") for c in PAIR_COLUMNS})
+            .whenNotMatchedInsert(condition=~is_delete, values={c: F.col(f"s.{c}") for c in PAIR_COLUMNS})
+            .execute()
+        )
+    finally:
+        spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
+    return versions
 
 
 def drop_counts(spark, uri: str, version: int) -> list[tuple[str, str | None, int]]:
@@ -109,12 +181,31 @@ def drop_counts(spark, uri: str, version: int) -> list[tuple[str, str | None, in
     return [(r["source"], r[DROP_REASON], r["count"]) for r in rows]
 
 
-def run_pairs(spark, conf: Config, run: RunContext | None = None) -> PairsResult:
+def run_pairs(spark, conf: Config, run: RunContext | None = None, full: bool = False) -> PairsResult:
+    """Bring the pairs table up to date with bronze.
+
+    Incremental by default: only bronze rows without a pair are split and
+    scored (rows of untouched files keep their scores and `pairs_run_id`). A
+    change of the sources or filters in the conf, or `full=True`, recomputes
+    every pair instead. Nothing changed means no new table version.
+    """
     run = run or RunContext()
     lake = Lake.of(conf)
     started = time.monotonic()
-    pairs, versions = build_pairs(spark, conf, lake)
-    overwrite(pairs, lake.pairs, {"stage": "pairs", "run_id": run.run_id, "bronze_versions": versions, "scorers": scorer_names(conf.filters)})
+    log_version = latest_version(spark, lake.ingest_log) if is_delta(spark, lake.ingest_log) else None
+    digest = pairs_digest(conf)
+    metadata = {"stage": "pairs", "run_id": run.run_id, "scorers": scorer_names(conf.filters), "conf_digest": digest, "ingest_log_version": log_version}
+    previous = commit_metadata(spark, lake.pairs, latest_version(spark, lake.pairs)) if is_delta(spark, lake.pairs) else None
+    if full or previous is None or previous.get("conf_digest") != digest:
+        why = "forced" if full else "no table yet" if previous is None else "sources or filters changed"
+        log.info("recomputing every pair (%s)", why)
+        pairs, versions = build_pairs(spark, conf, lake, run)
+        overwrite(pairs, lake.pairs, metadata | {"bronze_versions": versions})
+    else:
+        versions = update_pairs(spark, conf, lake, run, metadata | {"bronze_versions": previous.get("bronze_versions")})
+        if versions is None:
+            versions = previous["bronze_versions"]
+            log.info("up to date with bronze, nothing to score")
     version = latest_version(spark, lake.pairs)
     counts = drop_counts(spark, lake.pairs, version)
     kept = sum(n for _, reason, n in counts if reason is None)

@@ -14,7 +14,7 @@ Rows are pairs; a toxicity row is two texts (instruction and response).
 cores (local[1] against one process); Spark's target is at most 1.3.
 
     .venv/bin/python benchmarks/bench_scorers.py [--data ../shared/data/hh-rlhf] [--pairs 20000]
-        [--detoxify-pairs 200] [--skip-bert]
+        [--tiny-pairs 4000] [--detoxify-pairs 40] [--skip-bert]
 
 Detoxify runs two models built here, in Detoxify's checkpoint format (the
 released weights cannot be downloaded): the tests' tiny 2-layer BERT, for
@@ -27,6 +27,7 @@ import argparse
 import gzip
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -144,7 +145,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=Path(os.environ.get("INSTRUCTLAKE_SHARED_DATA", REPO.parent / "shared" / "data")) / "hh-rlhf")
     p.add_argument("--pairs", type=int, default=20000, help="pairs for langdetect and alt-profanity-check")
-    p.add_argument("--detoxify-pairs", type=int, default=200, help="pairs for the bert-base-sized Detoxify model")
+    p.add_argument("--detoxify-pairs", type=int, default=40, help="pairs for the bert-base-sized Detoxify model")
     p.add_argument("--tiny-pairs", type=int, default=4000, help="pairs for the tiny Detoxify model")
     p.add_argument("--skip-bert", action="store_true", help="leave out the bert-base-sized model (minutes)")
     args = p.parse_args()
@@ -157,6 +158,16 @@ def main() -> None:
     language = build(LanguageFilter, {"rule": "language"})
     profanity = build(ToxicityFilter, {"rule": "toxicity", "backend": "profanity_check"})
     work = Path(tempfile.mkdtemp(prefix="instructlake-bench-"))
+    try:
+        run(args, pairs, language, profanity, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # the bert-base checkpoint is 400+ MB
+
+
+def run(args, pairs, language, profanity, work: Path) -> None:
+    from jobs.config import ToxicityFilter
+    from jobs.confload import build
+
 
     cases = [("lang/langdetect", language, pairs[: args.pairs], lambda ps: direct_language(ps, language)),
              ("toxicity/alt-profanity-check", profanity, pairs[: args.pairs], None)]

@@ -282,3 +282,37 @@ def test_killed_python_worker_is_retried(spark, tmp_path):
     got = spark.read.format("delta").load(Lake.of(local_conf(tmp_path)).bronze("red_team_attempts")).select(*cols).orderBy("row_index").collect()
     want = spark.read.format("delta").load(Lake.of(undisturbed).bronze("red_team_attempts")).select(*cols).orderBy("row_index").collect()
     assert len(got) == 60 and got == want
+
+
+def test_worker_killed_mid_scoring_is_retried(spark, tmp_path):
+    """The pairs stage's language scorer (a pandas UDF) loses its worker after a batch: Spark retries."""
+    import yaml
+
+    conf = local_conf(tmp_path)
+    run_ingest(spark, conf, RunContext())
+    reference_conf = local_conf(tmp_path / "u")
+    run_ingest(spark, reference_conf, RunContext())
+    undisturbed = run_pairs(spark, reference_conf)
+    conf_file = tmp_path / "conf.yaml"  # exactly the conf of this test, for the process to kill
+    conf_file.write_text(yaml.safe_dump(conf.as_dict()))
+    paused = Paused(tmp_path, "worker.language_scored", ["pairs", "--conf", str(conf_file), "--set", "spark.master=local[2,4]"])
+    name, pid = paused.wait_for_checkpoint()
+    assert pid != paused.proc.pid
+    os.kill(pid, signal.SIGKILL)
+    out, err = paused.proc.communicate(timeout=600)
+    os.close(paused.reader)
+    os.close(paused.keepalive)
+    assert paused.proc.returncode == 0, err[-3000:]
+    cols = ["source_name", "source_file", "row_index", "instruction", "response", "lang", "lang_prob", "drop_reason"]
+
+    def rows(c):
+        return spark.read.format("delta").load(Lake.of(c).pairs).select(*cols).orderBy(*cols[:3]).collect()
+
+    got, want = rows(conf), rows(reference_conf)
+    assert len(got) == 660
+    # Same rows, scores and reasons as the undisturbed run (the files differ only by folder).
+    strip = [(r["source_name"], Path(r["source_file"]).name, *list(r)[2:]) for r in got]
+    assert strip == [(r["source_name"], Path(r["source_file"]).name, *list(r)[2:]) for r in want]
+    assert sorted(undisturbed.counts, key=str) == sorted(
+        [(r["source"], r["drop_reason"], r["count"]) for r in
+         spark.read.format("delta").load(Lake.of(conf).pairs).groupBy("source", "drop_reason").count().collect()], key=str)

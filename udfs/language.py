@@ -111,11 +111,14 @@ def language_udf(what: str = "pair", max_chars: int = 1000, texts_seen=None):
 
     @F.pandas_udf("lang string, lang_prob double")
     def detect(batches: Iterator[tuple[pd.Series, pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
+        from jobs.faults import checkpoint
+
         _detector_factory()  # load the profiles before the first batch, once per worker
         for wanted, instruction, response in batches:
             out = score_language_frame(wanted, instruction, response, what, max_chars)
             if texts_seen is not None:
                 texts_seen.add(int(wanted.fillna(False).astype(bool).sum()))
+            checkpoint("worker.language_scored")  # a test may kill this worker here, mid-stage
             yield out
 
     return detect

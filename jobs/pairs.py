@@ -1,7 +1,7 @@
 """Stage 2, silver: one `pairs` row per candidate pair from every bronze table.
 
 Columns: `source` (label), `source_name`, `source_format`, provenance
-(`source_file`, `row_index`, `content_id`, `ingest_run_id`), `instruction`,
+(`source_file`, `row_index`, `item`, `content_id`, `ingest_run_id`), `instruction`,
 `response`, score columns (`instruction_chars`, `response_chars`,
 `red_team_rating`), `pair_id` (sha256 of instruction and response),
 `drop_reason` (null when kept; else the dialogue-split failure or the first
@@ -11,6 +11,11 @@ with their reason. The model filters' score columns follow (`lang`,
 before the filter ran). The commit records the bronze versions it read and,
 under `scorers`, the versioned name of each model filter's scorer by filter
 name (e.g. `{"toxicity": "toxicity/detoxify-original"}`).
+
+The candidates of a `web_text` source are its rows of the generate stage's
+`silver/qa` table (one per generated question, `item` = `<type>/<k>`), their
+`drop_reason` the question-answer checks' one; the commit records the qa
+table version read (`qa_version`).
 
     spark-submit jobs/pairs.py --conf conf/local.yaml
 """
@@ -43,11 +48,13 @@ log = logging.getLogger("instructlake.pairs")
 DIALOGUE_COLUMN = {"hh_rlhf": "chosen", "red_team": "transcript"}
 
 PAIR_COLUMNS = [
-    "source", "source_name", "source_format", "source_file", "row_index", "content_id", "ingest_run_id",
+    "source", "source_name", "source_format", "source_file", "row_index", "item", "content_id", "ingest_run_id",
     "instruction", "response", "instruction_chars", "response_chars", "red_team_rating", "pair_id", DROP_REASON,
     "pairs_run_id",
 ]
-KEYS = ["source_name", "source_file", "row_index"]
+# `item` tells apart the pairs of one bronze row: "" for a dialogue, `<type>/<k>` for the
+# generated questions of a web_text paragraph (see jobs.generate_qa).
+KEYS = ["source_name", "source_file", "row_index", "item"]
 
 
 class MissingTableError(RuntimeError):
@@ -72,6 +79,7 @@ def with_first_exchange(bronze: DataFrame, source: Source) -> DataFrame:
         F.lit(source.format).alias("source_format"),
         "source_file",
         "row_index",
+        F.lit("").alias("item"),
         "content_id",
         "ingest_run_id",
         instruction.alias("instruction"),
@@ -89,12 +97,14 @@ def with_pair_id(df: DataFrame) -> DataFrame:
 
 
 def build_pairs(
-    spark, conf: Config, lake: Lake, run: RunContext, done: DataFrame | None = None
+    spark, conf: Config, lake: Lake, run: RunContext, done: DataFrame | None = None, qa_version: int | None = None
 ) -> tuple[DataFrame, dict[str, int]]:
     """The pairs DataFrame (not yet written) and the bronze versions it reads.
 
-    `done` holds (source_name, source_file, row_index, content_id) of pairs
-    already computed: those bronze rows are left out before any scoring.
+    `done` holds (source_name, source_file, row_index, item, content_id) of pairs
+    already computed: those bronze rows are left out before any scoring. The
+    pairs of a `web_text` source are its rows of the qa table (version
+    `qa_version`), written by the generate stage.
     """
     parts, versions = [], {}
     for source in conf.enabled_sources:
@@ -104,9 +114,21 @@ def build_pairs(
                 f"bronze table for source {source.name!r} not found at {uri}; run `instructlake ingest` first"
             )
         bronze, versions[source.name] = read_version(spark, uri)
+        if source.format == "web_text":
+            from jobs.generate_qa import qa_pair_rows
+
+            rows = qa_pair_rows(spark, lake, source, qa_version)
+            if done is not None:
+                rows = rows.join(
+                    done.where(F.col("source_name") == source.name).drop("source_name"),
+                    ["source_file", "row_index", "item", "content_id"],
+                    "left_anti",
+                )
+            parts.append(rows)
+            continue
         if done is not None:
             bronze = bronze.join(
-                done.where(F.col("source_name") == source.name).drop("source_name"),
+                done.where(F.col("source_name") == source.name).drop("source_name", "item"),
                 ["source_file", "row_index", "content_id"],
                 "left_anti",
             )
@@ -121,32 +143,40 @@ def pairs_digest(conf: Config) -> str:
     relevant = {
         "sources": [(s.name, s.label, s.format) for s in conf.enabled_sources],
         "filters": [to_dict(f) for f in conf.filters],
+        "keys": KEYS,
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
-def _bronze_keys(spark, conf: Config, lake: Lake, versions: dict[str, int]) -> DataFrame:
+def _bronze_keys(spark, conf: Config, lake: Lake, versions: dict[str, int], qa_version: int | None = None) -> DataFrame:
+    from jobs.generate_qa import qa_pair_rows
+
     return reduce(
         DataFrame.unionByName,
         [
-            read_version(spark, lake.bronze(s.name), versions[s.name])[0].select(
-                F.lit(s.name).alias("source_name"), "source_file", "row_index", "content_id"
+            qa_pair_rows(spark, lake, s, qa_version).select(*KEYS, "content_id")
+            if s.format == "web_text"
+            else read_version(spark, lake.bronze(s.name), versions[s.name])[0].select(
+                F.lit(s.name).alias("source_name"), "source_file", "row_index", F.lit("").alias("item"), "content_id"
             )
             for s in conf.enabled_sources
         ],
     )
 
 
-def update_pairs(spark, conf: Config, lake: Lake, run: RunContext, metadata: dict) -> dict[str, int] | None:
+def update_pairs(
+    spark, conf: Config, lake: Lake, run: RunContext, metadata: dict, previous_qa_version: int | None = None
+) -> dict[str, int] | None:
     """Score only the bronze rows that have no pair yet, and drop pairs whose bronze row is gone,
     in one MERGE commit. Returns the bronze versions read, or None when nothing changed."""
     from delta.tables import DeltaTable
 
+    qa_version = metadata.get("qa_version")
     done = spark.read.format("delta").load(lake.pairs).select(*KEYS, "content_id")
-    new, versions = build_pairs(spark, conf, lake, run, done)
-    if versions == metadata.get("bronze_versions"):
+    new, versions = build_pairs(spark, conf, lake, run, done, qa_version)
+    if versions == metadata.get("bronze_versions") and qa_version == previous_qa_version:
         return None
-    current = _bronze_keys(spark, conf, lake, versions)
+    current = _bronze_keys(spark, conf, lake, versions, qa_version)
     new_keys = current.join(done, [*KEYS, "content_id"], "left_anti").select(*KEYS)
     stale = (
         done.join(current, [*KEYS, "content_id"], "left_anti")
@@ -162,8 +192,9 @@ def update_pairs(spark, conf: Config, lake: Lake, run: RunContext, metadata: dic
         (
             DeltaTable.forPath(spark, lake.pairs).alias("t").merge(changes.alias("s"), cond)
             .whenMatchedDelete(condition=is_delete)
-            .whenMatchedUpdate(set={c: F.col(f"s.{c}") for c in PAIR_COLUMNS})
-            .whenNotMatchedInsert(condition=~is_delete, values={c: F.col(f"s.{c}") for c in PAIR_COLUMNS})
+            # Every column of the new rows, the model filters' scores included (not only PAIR_COLUMNS).
+            .whenMatchedUpdate(set={c: F.col(f"s.{c}") for c in new.columns})
+            .whenNotMatchedInsert(condition=~is_delete, values={c: F.col(f"s.{c}") for c in new.columns})
             .execute()
         )
     finally:
@@ -181,6 +212,16 @@ def drop_counts(spark, uri: str, version: int) -> list[tuple[str, str | None, in
     return [(r["source"], r[DROP_REASON], r["count"]) for r in rows]
 
 
+def _qa_version(spark, conf: Config, lake: Lake) -> int | None:
+    """The latest version of the generate stage's qa table when a web_text source is enabled."""
+    from jobs.generate_qa import qa_table
+
+    if not any(s.format == "web_text" for s in conf.enabled_sources):
+        return None
+    uri = qa_table(lake)
+    return latest_version(spark, uri) if is_delta(spark, uri) else None
+
+
 def run_pairs(spark, conf: Config, run: RunContext | None = None, full: bool = False) -> PairsResult:
     """Bring the pairs table up to date with bronze.
 
@@ -193,16 +234,19 @@ def run_pairs(spark, conf: Config, run: RunContext | None = None, full: bool = F
     lake = Lake.of(conf)
     started = time.monotonic()
     log_version = latest_version(spark, lake.ingest_log) if is_delta(spark, lake.ingest_log) else None
+    qa_version = _qa_version(spark, conf, lake)
     digest = pairs_digest(conf)
-    metadata = {"stage": "pairs", "run_id": run.run_id, "scorers": scorer_names(conf.filters), "conf_digest": digest, "ingest_log_version": log_version}
+    metadata = {"stage": "pairs", "run_id": run.run_id, "scorers": scorer_names(conf.filters), "conf_digest": digest, "ingest_log_version": log_version, "qa_version": qa_version}
     previous = commit_metadata(spark, lake.pairs, latest_version(spark, lake.pairs)) if is_delta(spark, lake.pairs) else None
     if full or previous is None or previous.get("conf_digest") != digest:
         why = "forced" if full else "no table yet" if previous is None else "sources or filters changed"
         log.info("recomputing every pair (%s)", why)
-        pairs, versions = build_pairs(spark, conf, lake, run)
+        pairs, versions = build_pairs(spark, conf, lake, run, qa_version=qa_version)
         overwrite(pairs, lake.pairs, metadata | {"bronze_versions": versions})
     else:
-        versions = update_pairs(spark, conf, lake, run, metadata | {"bronze_versions": previous.get("bronze_versions")})
+        versions = update_pairs(
+            spark, conf, lake, run, metadata | {"bronze_versions": previous.get("bronze_versions")}, previous.get("qa_version")
+        )
         if versions is None:
             versions = previous["bronze_versions"]
             log.info("up to date with bronze, nothing to score")

@@ -1,4 +1,4 @@
-"""The whole pipeline in one call: ingest (bronze), pairs (silver), export (gold).
+"""The whole pipeline in one call: ingest (bronze), generate and pairs (silver), export (gold).
 
     spark-submit jobs/pipeline.py --conf conf/local.yaml
 """
@@ -11,9 +11,11 @@ if __name__ == "__main__" and not __package__:  # run as a file by spark-submit
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from dataclasses import dataclass
+from typing import Optional
 
 from jobs.config import Config
 from jobs.export import ExportResult, run_export
+from jobs.generate_qa import GenerateResult, run_generate
 from jobs.ingest import IngestResult, run_ingest
 from jobs.lake import RunContext
 from jobs.pairs import PairsResult, run_pairs
@@ -24,14 +26,16 @@ class PipelineResult:
     ingest: list[IngestResult]
     pairs: PairsResult
     export: ExportResult
+    generate: Optional[GenerateResult] = None  # None when no web_text source is enabled
 
 
 def run_pipeline(spark, conf: Config, run: RunContext | None = None) -> PipelineResult:
     run = run or RunContext()
     ingested = run_ingest(spark, conf, run)
+    generated = run_generate(spark, conf, run)
     pairs = run_pairs(spark, conf, run)
     exported = run_export(spark, conf, run)
-    return PipelineResult(ingested, pairs, exported)
+    return PipelineResult(ingested, pairs, exported, generated)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,13 +28,17 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+# The web-text source makes the pipeline run a language model: off unless a test turns it on.
+NO_WEB_TEXT = "sources.wikitext.enabled=false"
+
+
 def local_conf(tmp_path: Path, *overrides: str):
-    """conf/local.yaml with the lake and output under tmp_path."""
+    """conf/local.yaml with the lake and output under tmp_path (and the web-text source off)."""
     from jobs.config import load_config
 
     return load_config(
         REPO / "conf" / "local.yaml",
-        [f"paths.lake={(tmp_path / 'lake').as_uri()}", f"paths.output={(tmp_path / 'out').as_uri()}", *overrides],
+        [NO_WEB_TEXT, f"paths.lake={(tmp_path / 'lake').as_uri()}", f"paths.output={(tmp_path / 'out').as_uri()}", *overrides],
     )
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from delta.tables import DeltaTable
 
-from conftest import REPO, SAMPLE, release_dir
+from conftest import NO_WEB_TEXT, REPO, SAMPLE, release_dir
 
-NOTEBOOKS = ["ingest", "pairs", "export", "pipeline"]
+NOTEBOOKS = ["ingest", "generate", "pairs", "export", "pipeline"]
 
 
 class Widgets:
@@ -76,6 +76,7 @@ def sample_overrides(tmp_path: Path) -> str:
             f"sources.helpful_online.paths=[{SAMPLE / 'hh-rlhf/helpful-online/test.jsonl.gz'}]",
             f"sources.helpful_rejection_sampled.paths=[{SAMPLE / 'hh-rlhf/helpful-rejection-sampled/test.jsonl.gz'}]",
             f"sources.red_team_attempts.paths=[{SAMPLE / 'red-team-attempts/red_team_attempts.json'}]",
+            NO_WEB_TEXT,
         ]
     )
 

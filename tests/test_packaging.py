@@ -20,9 +20,11 @@ def test_wheel_carries_jobs_udfs_and_conf(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     names = set(zipfile.ZipFile(next(tmp_path.glob("instructlake-*.whl"))).namelist())
     for module in ["jobs/pipeline.py", "jobs/ingest.py", "jobs/pairs.py", "jobs/export.py", "jobs/session.py",
-                   "udfs/dialogue.py", "udfs/pair_format.py", "udfs/records.py", "udfs/filters.py"]:
+                   "udfs/dialogue.py", "udfs/pair_format.py", "udfs/records.py", "udfs/filters.py",
+                   "jobs/generate_qa.py", "jobs/ingest_webtext.py", "udfs/llm.py", "udfs/qa_checks.py", "udfs/webtext.py"]:
         assert module in names
-    for conf in ["conf/base.yaml", "conf/local.yaml", "conf/cluster.yaml", "conf/databricks.yaml", "conf/log4j2.properties"]:
+    for conf in ["conf/base.yaml", "conf/local.yaml", "conf/cluster.yaml", "conf/databricks.yaml", "conf/log4j2.properties",
+                 "conf/prompts/qa_questions.txt", "conf/prompts/qa_answers.txt"]:
         assert conf in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "instructlake = jobs.cli:main" in zipfile.ZipFile(next(tmp_path.glob("*.whl"))).read(entry_points).decode()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import REPO, SAMPLE, SHARED_DATA, local_conf, release_dir
+from conftest import NO_WEB_TEXT, REPO, SAMPLE, SHARED_DATA, local_conf, release_dir
 from jobs.lake import Lake, RunContext
 from jobs.pipeline import run_pipeline
 from udfs.pair_format import parse_pair
@@ -230,7 +230,7 @@ def test_delta_tables(spark, real_run):
     assert dict(red.dtypes)["rating"] == "double" and dict(red.dtypes)["tags"] == "array<string>"
     pairs = spark.read.format("delta").load(lake.pairs)
     assert pairs.columns == [
-        "source", "source_name", "source_format", "source_file", "row_index", "content_id", "ingest_run_id",
+        "source", "source_name", "source_format", "source_file", "row_index", "item", "content_id", "ingest_run_id",
         "instruction", "response", "instruction_chars", "response_chars", "red_team_rating", "pair_id", "drop_reason",
         "pairs_run_id",
     ] + ["lang", "lang_prob", "instruction_toxicity", "response_toxicity"]  # the model filters' scores
@@ -332,7 +332,8 @@ def test_each_job_runs_under_spark_submit(spark, tmp_path):
     in_process = local_conf(tmp_path / "a")
     run_pipeline(spark, in_process, RunContext())
     submit = Path(sys.executable).parent / "spark-submit"
-    sets = ["--set", f"paths.lake={(tmp_path / 'b' / 'lake').as_uri()}", "--set", f"paths.output={(tmp_path / 'b' / 'out').as_uri()}"]
+    sets = ["--set", f"paths.lake={(tmp_path / 'b' / 'lake').as_uri()}", "--set", f"paths.output={(tmp_path / 'b' / 'out').as_uri()}",
+            "--set", NO_WEB_TEXT]
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",

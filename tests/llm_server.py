@@ -1,0 +1,131 @@
+"""A real OpenAI-compatible server for the tests (`python -m llama_cpp.server` with the embedded
+SmolLM2 model) and a real HTTP proxy in front of it that can fail or stall chosen requests."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LlamaServer:
+    """`python -m llama_cpp.server` on 127.0.0.1; ready when uvicorn says it is running (read from its log)."""
+
+    READY = "Uvicorn running on"
+
+    def __init__(self, model: str, log: Path, n_ctx: int = 2048):
+        self.port = free_port()
+        self.log, self.ready = log, threading.Event()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1", "--port", str(self.port),
+             "--n_ctx", str(n_ctx), "--model_alias", "smollm2"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
+        threading.Thread(target=self._copy_log, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def _copy_log(self) -> None:
+        with open(self.log, "w") as copy:
+            for line in self.proc.stdout:
+                copy.write(line)
+                copy.flush()
+                if self.READY in line:
+                    self.ready.set()
+        self.ready.set()  # the process ended: wake the waiter, which then sees it
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        if not self.ready.wait(timeout) or self.proc.poll() is not None:
+            raise RuntimeError(f"llama_cpp.server not ready: {self.READY!r} not seen; see {self.log}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+class Proxy:
+    """An HTTP proxy on 127.0.0.1 that answers the next requests by `plan`, then forwards.
+
+    Plan steps: "500" (a server error), "400" (a client error), "stall" (no answer for
+    `stall_s` seconds, past the client's timeout, then the connection closes), "forward".
+    `log` records (step, path, Authorization header) per request.
+    """
+
+    def __init__(self, upstream: str, stall_s: float = 8.0):
+        self.upstream = upstream.rstrip("/")
+        self.stall_s = stall_s
+        self.plan: list[str] = []
+        self.log: list[tuple[str, str, str | None]] = []
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with proxy.lock:
+                    step = proxy.plan.pop(0) if proxy.plan else "forward"
+                    proxy.log.append((step, self.path, self.headers.get("Authorization")))
+                if step in ("500", "400"):
+                    payload = b'{"error": {"message": "injected by the test proxy"}}'
+                    self.send_response(int(step))
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                if step == "stall":
+                    time.sleep(proxy.stall_s)
+                    self.close_connection = True
+                    return
+                path = self.path[len("/v1"):] if self.path.startswith("/v1") else self.path
+                request = urllib.request.Request(
+                    proxy.upstream + path, data=body, headers={"Content-Type": "application/json"}, method="POST"
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=300) as response:
+                        status, payload = response.status, response.read()
+                except urllib.error.HTTPError as e:
+                    status, payload = e.code, e.read()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def steps(self) -> list[str]:
+        return [step for step, _, _ in self.log]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

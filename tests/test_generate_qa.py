@@ -1,0 +1,176 @@
+"""The generate stage end to end with the embedded model (llama_cpp, SmolLM2-135M-Instruct) on real
+WikiText paragraphs (the embedded sample) inside Spark: pairs reach silver and the JSON parts as
+`synthetic_qa`; a re-run, a changed check and a resumed crash make no model call already made."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from conftest import REPO, local_conf, release_dir
+from jobs.generate_qa import GenerationError, generations_table, paragraphs_table, qa_table, run_generate
+from jobs.lake import Lake, RunContext, latest_version
+from jobs.pipeline import run_pipeline
+from udfs.pair_format import parse_pair
+from udfs.qa_checks import CHECKS
+
+WEB_ONLY = [
+    "sources.helpful_online.enabled=false", "sources.helpful_rejection_sampled.enabled=false",
+    "sources.red_team_attempts.enabled=false", "sources.wikitext.enabled=true",
+]
+REASONS = {
+    "generation_failed", "question_too_short", "question_too_long", "question_wrong_type", "question_no_question_mark",
+    "answer_na", "answer_copies_question", "answer_too_short", "answer_too_long", "answer_wrong_kind",
+    "answer_not_grounded", "duplicate_question", "over_type_quota",
+}
+
+
+def parts(out: Path) -> list:
+    return [e for p in sorted(release_dir(out).glob("*_part*.json")) for e in json.loads(p.read_text(encoding="utf-8"))]
+
+
+@pytest.fixture(scope="module")
+def two_runs(spark, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("qa")
+    conf = local_conf(tmp, *WEB_ONLY, "qa.max_paragraphs=2")
+    lake = Lake.of(conf)
+    first = run_pipeline(spark, conf, RunContext(run_id="run-1"))
+    tables = [paragraphs_table(lake), qa_table(lake), generations_table(lake), lake.pairs]
+    versions = [latest_version(spark, t) for t in tables]
+    first_parts = {p.name: p.read_bytes() for p in release_dir(tmp / "out").glob("*_part*.json")}
+    second = run_pipeline(spark, conf, RunContext(run_id="run-2"))
+    return conf, tmp, first, second, versions, [latest_version(spark, t) for t in tables], first_parts
+
+
+def test_pairs_reach_silver_and_the_json_parts(spark, two_runs):
+    conf, tmp, first, *_ = two_runs
+    lake = Lake.of(conf)
+    gen = first.generate
+    assert (gen.selected, gen.calls, gen.cache_hits, gen.qa_rows) == (2, 24, 0, 12)  # 2 paragraphs x 6 types, question + answer
+    paragraphs = spark.read.format("delta").load(paragraphs_table(lake))
+    assert paragraphs.count() == 35 and paragraphs.where("selected").count() == 2
+    assert {r["drop_reason"] for r in paragraphs.collect()} == {None, "paragraph_too_short", "paragraph_too_long", "beyond_max_paragraphs"}
+    selected = paragraphs.where("selected").collect()
+    assert all(len(r["topics"]) == 5 and 200 <= r["paragraph_chars"] <= 1100 and r["lang"] == "en" for r in selected)
+    pairs = spark.read.format("delta").load(lake.pairs)
+    qa_pairs = pairs.where(F.col("source") == "synthetic_qa").collect()
+    assert len(qa_pairs) == 12 == pairs.count()
+    assert {r["source_format"] for r in qa_pairs} == {"web_text"} and {r["source_name"] for r in qa_pairs} == {"wikitext"}
+    assert sorted({r["item"] for r in qa_pairs}) == sorted(f"{t}/0" for t in ["who", "what", "where", "when", "why", "how"])
+    assert {r["drop_reason"] for r in qa_pairs} <= REASONS | {None, "language_uncertain", "language_not_allowed", "toxic_response"}
+    kept = [r for r in qa_pairs if r["drop_reason"] is None]
+    assert kept, "no generated pair survived the checks"
+    # The kept pairs are in the dataset, labelled synthetic_qa, and read back exactly.
+    exported = [parse_pair(text) for source, text in parts(tmp / "out") if source == "synthetic_qa"]
+    assert sorted(exported) == sorted((r["instruction"], r["response"]) for r in kept)
+    assert first.export.manifest["counts"]["synthetic_qa"]["kept"] == len(kept)
+    qa = {(r["source_file"], r["row_index"], r["item"]): r for r in spark.read.format("delta").load(qa_table(lake)).collect()}
+    for r in kept:
+        row = qa[(r["source_file"], r["row_index"], r["item"])]
+        assert r["instruction"] == f"Read the text and answer the question.\n{row['paragraph']}\n{row['question']}"
+        assert r["response"] == row["answer"] and row["grounding"] >= 0.75 and row["question"].endswith("?")
+        assert row["question"].lower().startswith(row["qa_type"])
+
+
+def test_qa_table_scores_every_check(spark, two_runs):
+    conf, *_ = two_runs
+    qa = spark.read.format("delta").load(qa_table(Lake.of(conf))).collect()
+    assert len(qa) == 12
+    for r in qa:
+        assert r["qa_drop_reason"] in REASONS | {None}
+        assert r["question_key"] and r["answer_key"] and r["generation_error"] is None
+        assert r["grounding"] is not None and r["copy_overlap"] is not None and r["question_chars"] == len(r["question"])
+    # Balanced: no type keeps more than the rarest type that kept any.
+    kept = [r["qa_type"] for r in qa if r["qa_drop_reason"] is None]
+    assert kept and max(kept.count(t) for t in set(kept)) == min(kept.count(t) for t in set(kept))
+    assert len(CHECKS) == 7
+
+
+def test_rerun_makes_no_model_call_and_changes_nothing(spark, two_runs):
+    conf, tmp, first, second, before, after, first_parts = two_runs
+    assert (second.generate.calls, second.generate.cache_hits) == (0, 24)
+    assert after == before  # no new version of paragraphs, qa, generations or pairs
+    gens = spark.read.format("delta").load(generations_table(Lake.of(conf)))
+    assert gens.count() == 24 and {r["run_id"] for r in gens.select("run_id").collect()} == {"run-1"}
+    assert {p.name: p.read_bytes() for p in release_dir(tmp / "out").glob("*_part*.json")} == first_parts
+    assert second.pairs.counts == first.pairs.counts
+
+
+def test_changed_checks_rescore_from_the_cache(spark, two_runs):
+    from jobs.pairs import run_pairs
+
+    conf, tmp, first, *_ = two_runs
+    lake = Lake.of(conf)
+    loose = local_conf(tmp, *WEB_ONLY, "qa.max_paragraphs=2", "qa.checks.min_grounding=0.0", "qa.balance_ratio=null")
+    result = run_generate(spark, loose, RunContext(run_id="run-3"))
+    assert (result.calls, result.cache_hits) == (0, 24)
+    assert result.kept >= first.generate.kept
+    pairs = run_pairs(spark, loose, RunContext(run_id="run-3"))  # incremental: the changed rows only
+    kept = {(s, r): n for s, r, n in pairs.counts}
+    assert kept.get(("synthetic_qa", None), 0) >= first.generate.kept
+    assert "answer_not_grounded" not in {r for _, r, _ in pairs.counts} and "over_type_quota" not in {r for _, r, _ in pairs.counts}
+    changed = spark.read.format("delta").load(lake.pairs).where(F.col("pairs_run_id") == "run-3").count()
+    assert 0 < changed <= 12
+    run_generate(spark, conf, RunContext())  # back to the fixture's conf, still without a model call
+
+
+def test_killed_generation_resumes_without_repeating_calls(spark, tmp_path):
+    """A `generate` killed (SIGKILL) after its first chunk of calls is committed; the resumed run,
+    by spark-submit, makes only the calls that were not committed."""
+    from jobs import jars
+    from jobs.ingest import run_ingest
+    from test_reliability import Paused, cli_args
+
+    sets = [*WEB_ONLY, "qa.max_paragraphs=1", "qa.types=[who, what]", "llm.chunk_size=1", "qa.paragraphs.filters=[]"]
+    conf = local_conf(tmp_path, *sets)
+    run_ingest(spark, conf, RunContext())
+    args = [*cli_args("generate", REPO / "conf" / "local.yaml", tmp_path), *[a for s in sets for a in ("--set", s)]]
+    paused = Paused(tmp_path, "generate.chunk_committed", args)
+    paused.wait_for_checkpoint()
+    paused.kill_all()  # one question call committed, the rest never made
+    gens = spark.read.format("delta").load(generations_table(Lake.of(conf)))
+    assert gens.count() == 1
+    submit = Path(sys.executable).parent / "spark-submit"
+    proc = subprocess.run(
+        [str(submit), "--master", "local[2]", "--conf", "spark.ui.enabled=false", "--jars", ",".join(str(p) for p in jars.cached_jars()),
+         str(REPO / "jobs" / "generate_qa.py"), *args[1:]],
+        capture_output=True, text=True, cwd=REPO, timeout=600,
+        env={**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"\[generate\] questions: 2 call\(s\), 1 from the cache, 1 to make", proc.stdout), proc.stdout[-3000:]
+    assert "3 model call(s), 1 from the cache" in proc.stdout
+    gens = spark.read.format("delta").load(generations_table(Lake.of(conf)))
+    assert gens.count() == 4 and gens.select("key").distinct().count() == 4
+
+
+def test_missing_prompt_file_is_one_clear_error(spark, tmp_path):
+    conf = local_conf(tmp_path, *WEB_ONLY, f"qa.question_prompt={tmp_path / 'nope.txt'}")
+    with pytest.raises(GenerationError, match=r"qa.question_prompt: cannot read prompt file .*nope.txt"):
+        run_generate(spark, conf, RunContext())
+    bad = tmp_path / "bad.txt"
+    bad.write_text("Text: {paragraph}\nQ: {questoin}\n")
+    conf = local_conf(tmp_path, *WEB_ONLY, f"qa.answer_prompt={bad}")
+    with pytest.raises(GenerationError, match=r"qa.answer_prompt: .*unknown placeholder \{questoin\}"):
+        run_generate(spark, conf, RunContext())
+    assert run_generate(spark, local_conf(tmp_path), RunContext()) is None  # no web_text source: nothing to do
+
+
+def test_no_paragraph_selected_makes_no_call(spark, tmp_path):
+    from jobs.ingest import run_ingest
+
+    conf = local_conf(tmp_path, *WEB_ONLY, "qa.paragraphs.min_chars=5000", "qa.paragraphs.max_chars=6000", "qa.paragraphs.filters=[]")
+    run_ingest(spark, conf, RunContext())
+    result = run_generate(spark, conf, RunContext())
+    assert (result.paragraphs, result.selected, result.calls, result.qa_rows) == (35, 0, 0, 0)
+    lake = Lake.of(conf)
+    assert spark.read.format("delta").load(qa_table(lake)).count() == 0
+    assert "generations" not in result.tables
+    reasons = {r["drop_reason"] for r in spark.read.format("delta").load(paragraphs_table(lake)).collect()}
+    assert reasons == {"paragraph_too_short"}

@@ -1,0 +1,303 @@
+"""Automatic evaluations of a question-answer pair generated from a paragraph.
+
+Pure scorers first (`str -> value`, testable without Spark and used as they
+are by the SQuAD calibration in `benchmarks/qa_calibration.py`), then the
+decision (`check_results`, `drop_reason`: thresholds from `QaChecks`), then
+the Spark wrapper (`with_qa_checks`).
+
+The evaluations, in the order a drop reason is chosen:
+
+| check | score | drop reasons |
+|---|---|---|
+| `question_length` | `question_chars` | `question_too_short`, `question_too_long` |
+| `question_form` | `question_type_found`, `question_lead`, `question_mark` | `question_wrong_type`, `question_no_question_mark` |
+| `answer_not_na` | `answer_is_na` | `answer_na` |
+| `answer_not_copy` | `copy_overlap` | `answer_copies_question` |
+| `answer_length` | `answer_chars` | `answer_too_short`, `answer_too_long` |
+| `answer_kind` | `answer_kind_ok` | `answer_wrong_kind` |
+| `grounding` | `grounding` | `answer_not_grounded` |
+
+The question form. Human questions do not all start with their question
+word: SQuAD has "In what year ...", "On which day ...", "The Normans were
+from which country?" (18% of its dev-set questions do not start with it). A
+question passes when its first interrogative word belongs to its type (and,
+when `max_lead_words` is set, at most that many words come before it), and it
+ends with `?` (when required). The types' words: who (who, whom, whose),
+what (what, which), where, when, why, how. A human question's type is that
+of its first interrogative word (`question_type`).
+
+Grounding. Text is normalized as SQuAD's own evaluation does (lower case, no
+punctuation, no articles, single spaces). An answer whose normalized text is
+a run of whole words of the normalized paragraph scores 1.0; otherwise the
+share of its content words (not stop words; all its words when it has no
+other) found among the paragraph's words.
+
+Copy. The share of the answer's content words (crudely stemmed) that the
+question already contains (1.0 when both normalize to the same text): "How
+did the division move to the fronts?" answered "they moved to the fronts"
+copies the question.
+
+Kind. Obviously wrong answers for two types whose answers have a known
+shape: a `when` answer must hold a digit or a time word (a month, "century",
+"during", ...), a `how many` / `how much` answer a digit or a number word, and
+a `who` or `where` answer must not be only a date or a number. "When did
+William die?" answered "Robert of Ghent" fails, and so does "Where did it
+originate?" answered "in the early 20th century"; other questions are not judged
+(`answer_kind_ok` null).
+"""
+from __future__ import annotations
+
+import re
+import string
+from typing import Iterator, Optional
+
+import pandas as pd
+
+TYPE_WORDS = {
+    "who": ("who", "whom", "whose"),
+    "what": ("what", "which"),
+    "where": ("where",),
+    "when": ("when",),
+    "why": ("why",),
+    "how": ("how",),
+}
+WORD_TYPE = {w: t for t, words in TYPE_WORDS.items() for w in words}
+
+NA_ANSWERS = {
+    "na", "n a", "none", "unknown", "no answer", "not mentioned", "not stated", "not given",
+    "not specified", "not available", "i dont know", "i do not know", "cannot be determined",
+    "the text does not say", "text does not say", "it does not say",
+}
+
+# Function words that say nothing about grounding (a short closed list; content words are the rest).
+STOP_WORDS = frozenset(
+    """a an the and or but if of at by for with about against between into through during before after
+    above below to from up down in out on off over under again further then once here there all any both
+    each few more most other some such no nor not only own same so than too very s t can will just don
+    should now i me my we our you your he him his she her it its they them their what which who whom whose
+    this that these those am is are was were be been being have has had having do does did doing would
+    could shall may might must also as""".split()
+)
+
+TIME_WORDS = frozenset(
+    """january february march april may june july august september october november december jan feb mar apr
+    jun jul aug sep sept oct nov dec monday tuesday wednesday thursday friday saturday sunday century centuries
+    year years decade decades season seasons spring summer autumn fall winter morning afternoon evening night
+    nights midnight noon day days week weeks month months hour hours minute minutes second seconds ago during
+    before after since until today yesterday tomorrow era age ages period dynasty reign war wars bc bce ad ce
+    early late mid later earlier first last once never always now then when while time times modern ancient
+    medieval millennium millennia weekend holiday christmas easter""".split()
+)
+NUMBER_WORDS = frozenset(
+    """one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen
+    eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred hundreds thousand thousands
+    million millions billion billions trillion dozen dozens half quarter several many few all none zero single
+    double twice once majority most percent""".split()
+)
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = str.maketrans({c: " " for c in string.punctuation + "\u2018\u2019\u201c\u201d\u2013\u2014"})
+_WORD = re.compile(r"[\w']+")
+
+
+def normalize(text: Optional[str]) -> str:
+    """SQuAD's answer normalization: lower case, punctuation and articles removed, single spaces."""
+    if not text:
+        return ""
+    text = text.lower().replace("'", "").translate(_PUNCT)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def tokens(text: Optional[str]) -> list[str]:
+    return normalize(text).split()
+
+
+def content_tokens(text: Optional[str]) -> list[str]:
+    """The normalized words that are not stop words; all normalized words when none is."""
+    words = tokens(text)
+    content = [w for w in words if w not in STOP_WORDS]
+    return content or words
+
+
+# --- scorers ------------------------------------------------------------------
+
+def question_type(question: Optional[str]) -> tuple[Optional[str], Optional[int]]:
+    """(type, position) of the question's first interrogative word (position = words before it),
+    or (None, None) when it has none."""
+    if not question:
+        return None, None
+    for i, word in enumerate(_WORD.findall(question.lower())):
+        if word in WORD_TYPE:
+            return WORD_TYPE[word], i
+    return None, None
+
+
+def ends_with_question_mark(question: Optional[str]) -> bool:
+    return bool(question) and question.rstrip().rstrip("\"'\u201d)").endswith("?")
+
+
+_SAYS_NA = re.compile(r"^(?:answer is|answer|it is|this is)\s+(.*)$")
+
+
+def is_na(answer: Optional[str]) -> bool:
+    """True for an empty answer or one that says the text has no answer (NA, unknown, "The answer is NA", ...)."""
+    norm = normalize(answer)
+    said = _SAYS_NA.match(norm)
+    return not norm or norm in NA_ANSWERS or bool(said and said.group(1) in NA_ANSWERS)
+
+
+def stem(word: str) -> str:
+    """A crude stem: "moved" and "move", "fronts" and "front" compare equal."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 2 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def copy_overlap(question: Optional[str], answer: Optional[str]) -> float:
+    """Share of the answer's content words (stemmed) already in the question (1.0 for the same normalized text)."""
+    a = [stem(w) for w in content_tokens(answer)]
+    if not a:
+        return 0.0
+    if normalize(answer) == normalize(question):
+        return 1.0
+    q = {stem(w) for w in tokens(question)}
+    return sum(1 for w in a if w in q) / len(a)
+
+
+def grounding(answer: Optional[str], paragraph: Optional[str]) -> float:
+    """1.0 when the normalized answer is a run of whole words of the normalized paragraph, else the
+    share of its content words found among the paragraph's words; 0.0 for an empty answer."""
+    a = normalize(answer)
+    if not a:
+        return 0.0
+    p = normalize(paragraph)
+    if f" {a} " in f" {p} ":
+        return 1.0
+    words = content_tokens(answer)
+    para = set(p.split())
+    return sum(1 for w in words if w in para) / len(words)
+
+
+def answer_kind_ok(qa_type: Optional[str], question: Optional[str], answer: Optional[str]) -> Optional[bool]:
+    """Whether the answer has the shape its question asks for: a time for `when`, a quantity for
+    `how many` / `how much`, not only a date or number for `who` and `where`; None where nothing is
+    judged. `qa_type` None means the question's own type."""
+    found, lead = question_type(question)
+    kind = qa_type or found
+    if not answer or kind not in ("when", "how", "who", "where"):
+        return None
+    words = set(tokens(answer))
+    has_digit = any(ch.isdigit() for ch in answer)
+    if kind in ("who", "where"):  # a person or a place is not only a date or a number
+        content = content_tokens(answer)
+        numeric = [any(ch.isdigit() for ch in w) or w in TIME_WORDS for w in content]  # "1969", "20th", "century"
+        return False if content and all(numeric) else None
+    if kind == "when":
+        return has_digit or bool(words & TIME_WORDS)
+    asked = _WORD.findall((question or "").lower())
+    if found == "how" and lead is not None and lead + 1 < len(asked) and asked[lead + 1] in ("many", "much"):
+        return has_digit or bool(words & NUMBER_WORDS)
+    return None
+
+
+def score_qa(qa_type: Optional[str], question: Optional[str], answer: Optional[str], paragraph: Optional[str]) -> dict:
+    """Every score column of one question-answer pair."""
+    found, lead = question_type(question)
+    return {
+        "question_chars": len(question) if question is not None else None,
+        "answer_chars": len(answer) if answer is not None else None,
+        "question_type_found": found,
+        "question_lead": lead,
+        "question_mark": ends_with_question_mark(question),
+        "answer_is_na": is_na(answer),
+        "copy_overlap": copy_overlap(question, answer),
+        "answer_kind_ok": answer_kind_ok(qa_type, question, answer),
+        "grounding": grounding(answer, paragraph),
+    }
+
+
+SCORE_SCHEMA = (
+    "question_chars int, answer_chars int, question_type_found string, question_lead int, question_mark boolean, "
+    "answer_is_na boolean, copy_overlap double, answer_kind_ok boolean, grounding double, qa_drop_reason string"
+)
+SCORE_COLUMNS = [c.split()[0] for c in SCORE_SCHEMA.split(", ")]
+
+# --- decisions ----------------------------------------------------------------
+
+CHECKS = ("question_length", "question_form", "answer_not_na", "answer_not_copy", "answer_length", "answer_kind", "grounding")
+
+
+def check_results(scores: dict, qa_type: Optional[str], checks) -> dict[str, Optional[str]]:
+    """{check: None when it passes, else its drop reason} for the thresholds in `checks` (a QaChecks).
+
+    `qa_type` is the type asked for; None means the question's own (a human question).
+    """
+    out: dict[str, Optional[str]] = {}
+    qc = scores["question_chars"] or 0
+    out["question_length"] = (
+        "question_too_short" if qc < checks.question_min_chars else "question_too_long" if qc > checks.question_max_chars else None
+    )
+    found, lead = scores["question_type_found"], scores["question_lead"]
+    wanted = qa_type or found
+    too_late = checks.max_lead_words is not None and lead is not None and lead > checks.max_lead_words
+    if found is None or found != wanted or too_late:
+        out["question_form"] = "question_wrong_type"
+    elif checks.require_question_mark and not scores["question_mark"]:
+        out["question_form"] = "question_no_question_mark"
+    else:
+        out["question_form"] = None
+    out["answer_not_na"] = "answer_na" if scores["answer_is_na"] else None
+    out["answer_not_copy"] = "answer_copies_question" if scores["copy_overlap"] > checks.max_copy_overlap else None
+    ac = scores["answer_chars"] or 0
+    out["answer_length"] = (
+        "answer_too_short" if ac < checks.answer_min_chars else "answer_too_long" if ac > checks.answer_max_chars else None
+    )
+    out["answer_kind"] = "answer_wrong_kind" if scores["answer_kind_ok"] is False else None
+    out["grounding"] = "answer_not_grounded" if scores["grounding"] < checks.min_grounding else None
+    return out
+
+
+def drop_reason(scores: dict, qa_type: Optional[str], checks) -> Optional[str]:
+    """The first failing check's reason (in `CHECKS` order), or None when the pair passes them all."""
+    results = check_results(scores, qa_type, checks)
+    return next((results[c] for c in CHECKS if results[c] is not None), None)
+
+
+def score_and_decide(qa_type, question, answer, paragraph, checks) -> dict:
+    scores = score_qa(qa_type, question, answer, paragraph)
+    return {**scores, "qa_drop_reason": drop_reason(scores, qa_type, checks)}
+
+
+# --- Spark --------------------------------------------------------------------
+
+def qa_checks_udf(checks):
+    """A `pandas_udf(qa_type, question, answer, paragraph) -> struct<scores..., qa_drop_reason>`.
+
+    Rows without a question or an answer (a failed generation) get null scores and no reason:
+    the caller gives them theirs. Python runs here rather than built-in expressions
+    because the rows are few (bounded by the model calls) and the SQuAD calibration must
+    measure exactly these functions.
+    """
+    from pyspark.sql import functions as F
+
+    @F.pandas_udf(SCORE_SCHEMA)
+    def score(batches: Iterator[tuple[pd.Series, pd.Series, pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
+        for qa_type, question, answer, paragraph in batches:
+            rows = [
+                score_and_decide(t, q, a, p, checks) if q is not None and a is not None else dict.fromkeys(SCORE_COLUMNS)
+                for t, q, a, p in zip(qa_type, question, answer, paragraph)
+            ]
+            yield pd.DataFrame(rows, columns=SCORE_COLUMNS).astype(
+                {"question_chars": "Int32", "answer_chars": "Int32", "question_lead": "Int32"}
+            )
+
+    return score
+
+
+def with_qa_checks(df, checks, qa_type="qa_type", question="question", answer="answer", paragraph="text"):
+    """Adds every score column of `SCORE_SCHEMA` (and `qa_drop_reason`) to a DataFrame of generated pairs."""
+    from pyspark.sql import functions as F
+
+    scored = qa_checks_udf(checks)(F.col(qa_type), F.col(question), F.col(answer), F.col(paragraph))
+    return df.withColumn("_qa", scored).select("*", *[F.col(f"_qa.{c}").alias(c) for c in SCORE_COLUMNS]).drop("_qa")

@@ -6,9 +6,26 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 JARS_STAMP := $(VENV)/.jars
 
-.PHONY: setup run test clean distclean check-java
+.PHONY: setup run test clean distclean check-java system-packages
 
-setup: $(STAMP) $(JARS_STAMP)
+setup: $(STAMP) $(JARS_STAMP) system-packages
+
+# Debian packages the pipeline and its tests run: bubblewrap (the sandbox that executes
+# generated code) and chromium (the headless browser of the report test). Installed with
+# apt-get when missing and running as root; otherwise a note says what to install.
+SYSTEM_PACKAGES := bwrap:bubblewrap chromium:chromium
+system-packages:
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "note: install the Debian packages$$missing (e.g. 'sudo apt-get install$$missing')" >&2; \
+	  fi; \
+	fi
 
 check-java:
 	@command -v java >/dev/null || { echo "Java 17 or newer is needed (Spark 4): install a JDK, e.g. 'apt-get install openjdk-17-jre-headless'" >&2; exit 1; }

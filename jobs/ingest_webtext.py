@@ -17,14 +17,9 @@ split very large dumps into several files. Run the whole ingest stage with
 """
 from __future__ import annotations
 
-from functools import reduce
-from typing import Iterator
-
-import pandas as pd
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
-from udfs.records import Field
+from udfs.records import Field, read_whole_files
 
 FIELDS = [
     Field("doc_id", "string", required=True),
@@ -36,30 +31,13 @@ FIELDS = [
     Field("text_format", "string", required=True),
 ]
 
-_SCHEMA = "source_file string, row_index long, raw string, _read_error string"
 
-
-def _paragraphs(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+def _paragraphs(text, source_file):
     from udfs.webtext import paragraph_records
 
-    for batch in batches:
-        rows = [
-            (source_file, index, raw, error)
-            for source_file, text in zip(batch["source_file"], batch["value"])
-            for index, raw, error in paragraph_records(text, source_file)
-        ]
-        yield pd.DataFrame(rows, columns=["source_file", "row_index", "raw", "_read_error"])
-
-
-def read_file(spark, file_uri: str) -> DataFrame:
-    """(source_file, row_index, raw, _read_error) for each paragraph or bad record of one file."""
-    whole = (
-        spark.read.option("ignoreCorruptFiles", "true")
-        .text(file_uri, wholetext=True)
-        .select(F.lit(file_uri).alias("source_file"), "value")
-    )
-    return whole.mapInPandas(_paragraphs, _SCHEMA)
+    return paragraph_records(text, source_file)
 
 
 def read_records(spark, files: list[str]) -> DataFrame:
-    return reduce(DataFrame.unionByName, [read_file(spark, f) for f in files])
+    """(source_file, row_index, raw, _read_error) for each paragraph or bad record of the files."""
+    return read_whole_files(spark, files, _paragraphs)

@@ -23,7 +23,9 @@ import json
 import zlib
 from dataclasses import dataclass
 from functools import reduce
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
+
+import pandas as pd
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -189,3 +191,38 @@ def inspect_file(content: Optional[bytes], gzipped: bool) -> tuple[Optional[str]
     if gzipped and not problems and line_no == 0 and not pending:
         problems.append("empty_file")
     return (problems[0] if problems else None), bad
+
+
+READ_SCHEMA = "source_file string, row_index long, raw string, _read_error string"
+# (file text, file URI) -> (row_index, raw record, read error) for each record of the file
+RecordSplitter = Callable[[Optional[str], str], Iterator[tuple[int, Optional[str], Optional[str]]]]
+
+
+def read_whole_files(spark, files: list[str], split: RecordSplitter, checkpoint_name: Optional[str] = None) -> DataFrame:
+    """`READ_SCHEMA` rows for the records of files that must be read whole (a JSON array, WikiText
+    articles): each file is one Spark task, its text split into records by `split` in a Python worker.
+
+    `checkpoint_name` names a fault checkpoint (`jobs.faults`) passed once per batch.
+    """
+
+    def explode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from jobs.faults import checkpoint
+
+        for batch in batches:
+            if checkpoint_name:
+                checkpoint(checkpoint_name)
+            rows = [
+                (source_file, index, raw, error)
+                for source_file, text in zip(batch["source_file"], batch["value"])
+                for index, raw, error in split(text, source_file)
+            ]
+            yield pd.DataFrame(rows, columns=["source_file", "row_index", "raw", "_read_error"])
+
+    whole = reduce(
+        DataFrame.unionByName,
+        [
+            spark.read.option("ignoreCorruptFiles", "true").text(f, wholetext=True).select(F.lit(f).alias("source_file"), "value")
+            for f in files
+        ],
+    )
+    return whole.mapInPandas(explode, READ_SCHEMA)

@@ -2,10 +2,6 @@
 SmolLM2 model) and a real HTTP proxy in front of it that can fail or stall chosen requests."""
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -14,53 +10,26 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from daemons import Daemon, free_port
 
 
-class LlamaServer:
+class LlamaServer(Daemon):
     """`python -m llama_cpp.server` on 127.0.0.1; ready when uvicorn says it is running (read from its log)."""
-
-    READY = "Uvicorn running on"
 
     def __init__(self, model: str, log: Path, n_ctx: int = 2048):
         self.port = free_port()
-        self.log, self.ready = log, threading.Event()
-        self.proc = subprocess.Popen(
+        super().__init__(
             [sys.executable, "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1", "--port", str(self.port),
              "--n_ctx", str(n_ctx), "--model_alias", "smollm2"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            log, ready="Uvicorn running on", merge_output=True,
         )
-        threading.Thread(target=self._copy_log, daemon=True).start()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def _copy_log(self) -> None:
-        with open(self.log, "w") as copy:
-            for line in self.proc.stdout:
-                copy.write(line)
-                copy.flush()
-                if self.READY in line:
-                    self.ready.set()
-        self.ready.set()  # the process ended: wake the waiter, which then sees it
-
     def wait_ready(self, timeout: float = 180) -> None:
-        if not self.ready.wait(timeout) or self.proc.poll() is not None:
-            raise RuntimeError(f"llama_cpp.server not ready: {self.READY!r} not seen; see {self.log}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        super().wait_ready(timeout)
 
 
 class Proxy:

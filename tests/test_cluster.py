@@ -3,17 +3,15 @@ process started here from the installed pyspark, bound to 127.0.0.1, and stopped
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pyspark
 import pytest
 
 from conftest import NO_WEB_TEXT, REPO, local_conf, release_dir
+from daemons import Daemon, free_port
 from jobs import jars
 from jobs.lake import RunContext
 from jobs.pipeline import run_pipeline
@@ -21,48 +19,9 @@ from jobs.pipeline import run_pipeline
 SPARK_HOME = Path(pyspark.__file__).resolve().parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Daemon:
-    """A Spark master or worker in the foreground (what start-master.sh / start-worker.sh run in the background).
-
-    A thread copies its log to a file as it comes (so the pipe never fills) and
-    raises an event when the line that says it is ready shows.
-    """
-
-    def __init__(self, cls: str, args: list[str], env: dict, log: Path, ready: str):
-        self.log, self.ready_marker, self.ready = log, ready, threading.Event()
-        self.proc = subprocess.Popen(
-            [str(SPARK_HOME / "bin" / "spark-class"), cls, *args],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        )
-        threading.Thread(target=self._copy_log, daemon=True).start()
-
-    def _copy_log(self) -> None:
-        with open(self.log, "w") as copy:
-            for line in self.proc.stderr:
-                copy.write(line)
-                copy.flush()
-                if self.ready_marker in line:
-                    self.ready.set()
-        self.ready.set()  # the process ended: wake the waiter, which then sees it
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        if not self.ready.wait(timeout) or self.proc.poll() is not None:
-            raise RuntimeError(f"not ready: {self.ready_marker!r} not seen; see {self.log}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+def spark_daemon(cls: str, args: list[str], env: dict, log: Path, ready: str) -> Daemon:
+    """A Spark master or worker in the foreground (what start-master.sh / start-worker.sh run in the background)."""
+    return Daemon([str(SPARK_HOME / "bin" / "spark-class"), cls, *args], log, ready, env=env)
 
 
 @pytest.fixture
@@ -78,14 +37,14 @@ def cluster(tmp_path):
     port = free_port()
     daemons = []
     try:
-        master = Daemon(
+        master = spark_daemon(
             "org.apache.spark.deploy.master.Master",
             ["--host", "127.0.0.1", "--port", str(port), "--webui-port", str(free_port())],
             env, tmp_path / "master.log", ready="I have been elected leader",
         )
         daemons.append(master)
         master.wait_ready()
-        worker = Daemon(
+        worker = spark_daemon(
             "org.apache.spark.deploy.worker.Worker",
             [f"spark://127.0.0.1:{port}", "--host", "127.0.0.1", "--cores", "2", "--memory", "3g",
              "--webui-port", str(free_port()), "--work-dir", str(tmp_path / "work")],

@@ -433,6 +433,7 @@ Validation fraction {report['validation_fraction']}. <span id="render-check" dat
 {_notes_html(report)}
 <h2>Funnel</h2>
 {_table(transposed(rows))}
+<p>For a web-text source, the rows ingested are paragraphs and the candidates are the questions generated from the selected ones.</p>
 <div class="wide">{funnel_plot(report)}</div>
 <h2>Drops per reason</h2>
 {_table(_drops_rows(report))}

@@ -130,3 +130,19 @@ def test_default_export_writes_only_the_json_parts(spark, small_lake, tmp_path):
     names = {p.name for p in release_dir(tmp_path / "out").iterdir()}
     assert result.manifest["formats"] == ["json_parts"] and result.manifest["files"] == []
     assert names == {p["file"] for p in result.manifest["parts"]} | {"manifest.json", "report.json", "report.html", "README.md"}
+
+
+@pytest.mark.parametrize("override, key, message", [
+    ("export.formats=[jsonl, csv]", "export.formats[1]", "expected one of"),
+    ("export.formats=[jsonl, jsonl]", "export.formats", "each format once"),
+    ("export.validation_fraction=0.7", "export.validation_fraction", "must be <= 0.5"),
+    ("export.max_rows_per_source={hh_helpful: -1}", "export.max_rows_per_source.hh_helpful", ">= 0"),
+    ("export.max_rows_per_source={nope: 5}", "export.max_rows_per_source.nope", "unknown source label"),
+    ("export.source_weights={hh_helpful: 0}", "export.source_weights", "above 0"),
+])
+def test_export_conf_errors_name_the_key(tmp_path, override, key, message):
+    from jobs.confload import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        local_conf(tmp_path, override)
+    assert err.value.key == key and message in str(err.value)

@@ -11,13 +11,15 @@ JARS_STAMP := $(VENV)/.jars
 setup: $(STAMP) $(JARS_STAMP) system-packages
 
 # Debian packages the pipeline and its tests run: bubblewrap (the sandbox that executes
-# generated code) and chromium (the headless browser of the report test). Installed with
-# apt-get when missing and running as root; otherwise a note says what to install.
+# generated code), chromium (the headless browser of the report test) and a font for the
+# text of its pages (fonts-dejavu-core). Installed with apt-get when missing and running as
+# root; otherwise a note says what to install.
 SYSTEM_PACKAGES := bwrap:bubblewrap chromium:chromium
 system-packages:
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
 	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; \
 	done; \
+	ls /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf >/dev/null 2>&1 || missing="$$missing fonts-dejavu-core"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Debian packages:$$missing"; \

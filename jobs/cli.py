@@ -74,6 +74,16 @@ def format_summary(counts: list[tuple[str, str | None, int]], output: str | None
     return "\n".join(lines)
 
 
+def release_summary(result) -> str:
+    """The funnel of an export and the paths of its report, card and files."""
+    from jobs import storage
+    from jobs.report import format_funnel
+
+    names = [*result.manifest["report"].values(), result.manifest["card"], *[p["file"] for p in result.parts],
+             *[f["file"] for f in result.files]]
+    return format_funnel(result.report) + "\n\n" + "\n".join(f"written: {storage.join(result.output, n)}" for n in names)
+
+
 def manifest_counts(manifest: dict) -> list[tuple[str, str | None, int]]:
     """(source, drop_reason, rows) from a manifest's counts; drop_reason None for the kept rows."""
     return [
@@ -136,7 +146,7 @@ def _run(args, conf) -> int:
         log.info("run %s: starting Spark", run.run_id)
         spark = get_spark(conf.spark)
         log.info("Spark %s ready (master %s) in %.1fs", spark.version, spark.sparkContext.master, time.monotonic() - started)
-        counts, output = None, None
+        counts, output, exported = None, None, None
         if args.command in ("run", "ingest"):
             from jobs.ingest import run_ingest
 
@@ -156,11 +166,14 @@ def _run(args, conf) -> int:
             result = run_export(spark, conf, run, getattr(args, "as_of_version", None))
             output = result.output
             counts = manifest_counts(result.manifest)
+            exported = result
     except (storage.InputNotFoundError, MissingTableError, DeltaUnavailableError, IngestCheckError, FileNotFoundError, GenerationError) as e:
         print(f"instructlake: error: {e}", file=sys.stderr)
         return 2
     if counts is not None:
         print(format_summary(counts, output))
+    if exported is not None:
+        print("\n" + release_summary(exported))
     log.info("done in %.1fs", time.monotonic() - started)
     return 0
 

@@ -193,12 +193,31 @@ class Export:
     seed: int = 0
     # Complete releases kept in <output>/releases (the published one always among them).
     keep_releases: int = field(default=3, metadata={"min": 2})
+    # The files written into each release (any of them, several at once; see jobs.formats):
+    # json_parts (the seed's parts), jsonl, chat (TRL's conversational "messages"), parquet.
+    formats: list[Literal["json_parts", "jsonl", "chat", "parquet"]] = field(default_factory=lambda: ["json_parts"])
+    # Share of the exported rows in the validation split of jsonl, chat and parquet, by a hash
+    # of each row's content id (json_parts hold every exported row, as the seed's did).
+    validation_fraction: float = field(default=0.05, metadata={"min": 0, "max": 0.5})
+    # Per-source selection before export, in seeded hash order: at most this many rows of
+    # each source label, and/or the sources mixed in these proportions (the largest mix the
+    # kept rows allow). Null: every kept row.
+    max_rows_per_source: Optional[dict[str, int]] = None
+    source_weights: Optional[dict[str, float]] = None
 
     def validate(self) -> None:
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", self.name):
             raise ConfigError("name", f"must be a plain file-name stem, got {self.name!r}")
         if (self.rows_per_part is None) == (self.num_parts is None):
             raise ConfigError("rows_per_part", "set exactly one of rows_per_part and num_parts")
+        if not self.formats or len(set(self.formats)) != len(self.formats):
+            raise ConfigError("formats", "list each format once, at least one of json_parts, jsonl, chat, parquet")
+        for key in ("max_rows_per_source", "source_weights"):
+            for label, value in (getattr(self, key) or {}).items():
+                if value is None or value < 0 or (key == "max_rows_per_source" and value != int(value)):
+                    raise ConfigError(f"{key}.{label}", f"must be a number >= 0{' (whole)' if key == 'max_rows_per_source' else ''}, got {value!r}")
+        if self.source_weights is not None and not any(self.source_weights.values()):
+            raise ConfigError("source_weights", "at least one weight must be above 0")
         from udfs.pair_format import PairTemplate
 
         try:
@@ -373,6 +392,10 @@ class Config:
                             f"filters[{i}].{key}",
                             f"unknown source label {label!r}; labels in this conf: {', '.join(sorted(labels))}",
                         )
+        for key in ("max_rows_per_source", "source_weights"):
+            for label in getattr(self.export, key) or {}:
+                if label not in labels:
+                    raise ConfigError(f"export.{key}.{label}", f"unknown source label; labels in this conf: {', '.join(sorted(labels))}")
         if self.qa.questions_per_type > 1 and self.llm.temperature == 0:
             raise ConfigError("qa.questions_per_type", "more than one question per type needs sampling: set llm.temperature > 0")
 

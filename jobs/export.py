@@ -14,6 +14,13 @@ pairs table and conf give byte-identical parts.
 counts, the Delta table versions read, counts per source (read, kept,
 dropped by reason), each part's rows and sha256, the conf and the git commit.
 
+Beside them, in the same release folder (so the switch of `CURRENT` covers
+them): the files of the other formats of `export.formats` (jsonl, chat,
+parquet; see jobs.formats, with the per-source selection and the
+train/validation split), the funnel report `report.json` and `report.html`
+(jobs.report) and the dataset card `README.md` (jobs.card). The manifest
+lists every file with its rows and sha256, and is written last.
+
     spark-submit jobs/export.py --conf conf/local.yaml
 """
 from __future__ import annotations
@@ -28,7 +35,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from pyspark.sql import DataFrame
@@ -37,6 +44,8 @@ from pyspark.sql import functions as F
 from jobs import storage
 from jobs.config import Config
 from jobs.faults import checkpoint
+from jobs.generate_qa import qa_table
+from jobs.formats import SPLIT, seeded_hash, select_rows, split_col, write_formats
 from jobs.lake import Lake, RunContext, commit_metadata, git_commit, read_version, with_position
 from udfs.filters import DROP_REASON
 from udfs.pair_format import PairTemplate
@@ -54,32 +63,31 @@ class ExportResult:
     total_rows: int
     pairs_version: int
     manifest: dict
+    files: list[dict] = field(default_factory=list)  # the jsonl, chat and parquet files
+    report: Optional[dict] = None                   # report.json's content
 
 
-def order_key(conf: Config) -> list:
-    """A total, deterministic order of the kept pairs (independent of file locations)."""
+def order_key(conf: Config, lead: tuple = ()) -> list:
+    """A total, deterministic order of the kept pairs (independent of file locations),
+    after the columns `lead`."""
     tie = [F.col("source_name"), F.col("row_index"), F.col("content_id"), F.col("source_file")]
     if conf.export.order == "source":
         rank = F.lit(len(conf.label_order))
         for i, label in reversed(list(enumerate(conf.label_order))):
             rank = F.when(F.col("source") == label, F.lit(i)).otherwise(rank)
-        return [rank, *tie]
-    shuffle = F.sha2(
-        F.concat_ws(":", F.lit(str(conf.export.seed)), F.col("content_id"), F.col("source_name"), F.col("row_index")),
-        256,
-    )
-    return [shuffle, *tie]
+        return [*lead, rank, *tie]
+    return [*lead, seeded_hash(conf.export.seed), *tie]
 
 
-def _number_rows(spark, kept: DataFrame, conf: Config, staging: str) -> tuple[DataFrame, int]:
+def _number_rows(spark, kept: DataFrame, conf: Config, staging: str, lead: tuple = (), name: str = "sorted") -> tuple[DataFrame, int]:
     """Sort `kept` and give each row its 0-based global position `idx`.
 
     The sorted rows are materialized once in staging, so that the numbering
     and the later write see exactly the same partitions (a sort's range
     boundaries come from sampling and could differ between two computations).
     """
-    sorted_uri = storage.join(staging, "sorted")
-    ordered = kept.orderBy(*order_key(conf)).withColumn("_order", F.monotonically_increasing_id())
+    sorted_uri = storage.join(staging, name)
+    ordered = kept.orderBy(*order_key(conf, lead)).withColumn("_order", F.monotonically_increasing_id())
     ordered.write.mode("overwrite").parquet(sorted_uri)
     numbered = with_position(spark.read.parquet(sorted_uri), "idx", ids="_order")
     return numbered, numbered.count()
@@ -95,7 +103,6 @@ def write_parts(spark, kept: DataFrame, conf: Config, release: str, staging: str
     """Write the JSON parts into the (new, unpublished) `release` folder; returns [{file, rows, bytes, sha256}]."""
     numbered, total = _number_rows(spark, kept, conf, staging)
     name = conf.export.name
-    storage.mkdirs(spark, release)
     if total == 0:
         return []
     rpp = _rows_per_part(conf, total)
@@ -125,17 +132,33 @@ def write_parts(spark, kept: DataFrame, conf: Config, release: str, staging: str
         storage.rename(spark, files[0], target)
         targets.append(target)
         checkpoint("export.part_published")
-    digests = {
-        r["path"]: (r["sha256"], r["length"])
-        for r in spark.read.format("binaryFile").load(targets)
-        .select("path", F.sha2("content", 256).alias("sha256"), "length").collect()
-    }
+    digests = file_digests(spark, targets)
     parts = []
     for k, target in enumerate(targets, start=1):
-        sha, length = next(v for p, v in digests.items() if p.rsplit("/", 1)[-1] == target.rsplit("/", 1)[-1])
+        sha, length = digests[target.rsplit("/", 1)[-1]]
         rows = min(rpp, total - (k - 1) * rpp)
         parts.append({"file": target.rsplit("/", 1)[-1], "rows": rows, "bytes": length, "sha256": sha})
     return parts
+
+
+def file_digests(spark, uris: list[str]) -> dict[str, tuple[str, int]]:
+    """{file name: (sha256, bytes)} of the files `uris`, read by Spark."""
+    if not uris:
+        return {}
+    rows = spark.read.format("binaryFile").load(uris).select("path", F.sha2("content", 256).alias("sha256"), "length").collect()
+    return {r["path"].rsplit("/", 1)[-1]: (r["sha256"], r["length"]) for r in rows}
+
+
+def write_release_files(spark, selected: DataFrame, conf: Config, release: str, staging: str) -> tuple[list[dict], list[dict]]:
+    """The JSON parts and the files of the other formats of `export.formats` (with sha256 and bytes)."""
+    storage.mkdirs(spark, release)
+    parts = write_parts(spark, selected, conf, release, staging) if "json_parts" in conf.export.formats else []
+    if set(conf.export.formats) == {"json_parts"}:
+        return parts, []
+    by_split, _ = _number_rows(spark, selected, conf, staging, lead=(F.col(SPLIT),), name="by_split")
+    files = write_formats(spark, by_split, conf, release, staging)
+    digests = file_digests(spark, [storage.join(release, f["file"]) for f in files])
+    return parts, [f | {"bytes": digests[f["file"]][1], "sha256": digests[f["file"]][0]} for f in files]
 
 
 def _counts_per_source(pairs: DataFrame) -> dict:
@@ -216,11 +239,14 @@ def run_export(spark, conf: Config, run: RunContext | None = None, as_of_version
     staging = storage.join(out, STAGING, run.run_id)
     release = storage.join(out, RELEASES, run.run_id)
     kept = pairs.where(F.col(DROP_REASON).isNull())
+    selected, selection = select_rows(kept, conf)
+    selected = selected.withColumn(SPLIT, split_col(conf.export.validation_fraction))
     try:
-        parts = write_parts(spark, kept, conf, release, staging)
+        parts, files = write_release_files(spark, selected, conf, release, staging)
     finally:
         storage.delete(spark, staging)
-    total = sum(p["rows"] for p in parts)
+    exported = exported_counts(selected)
+    total = sum(n for splits in exported.values() for n in splits.values())
     bronze_versions = pairs_meta.get("bronze_versions", {})
     manifest = {
         "name": conf.export.name,
@@ -238,13 +264,20 @@ def run_export(spark, conf: Config, run: RunContext | None = None, as_of_version
                 name: {"uri": lake.bronze(name), "version": v} for name, v in sorted(bronze_versions.items())
             },
             "ingest_log": {"uri": lake.ingest_log, "version": pairs_meta.get("ingest_log_version")},
+            "qa": {"uri": qa_table(lake), "version": pairs_meta.get("qa_version")},
         },
         "inputs": _input_files(spark, conf, lake, pairs_meta.get("ingest_log_version")),
         "counts": _counts_per_source(pairs),
         "total_rows": total,
         "parts": parts,
+        "formats": list(conf.export.formats),
+        "files": files,
+        "split": {"validation_fraction": conf.export.validation_fraction, "rows": _split_totals(exported)},
+        "selection": selection,
+        "scorers": pairs_meta.get("scorers", {}),
         "conf": conf.as_dict(),
     }
+    report = write_report_and_card(spark, conf, lake, pairs, selected, manifest, exported, release)
     storage.write_text(spark, storage.join(release, "manifest.json"), json.dumps(manifest, indent=2) + "\n")
     checkpoint("export.release_written")
     publish(spark, out, run.run_id, run.run_id)
@@ -253,7 +286,38 @@ def run_export(spark, conf: Config, run: RunContext | None = None, as_of_version
         "%d pairs in %d part(s) -> %s (published; %d old release(s) removed), %.1fs",
         total, len(parts), release, len(pruned), time.monotonic() - started,
     )
-    return ExportResult(release, parts, total, version, manifest)
+    return ExportResult(release, parts, total, version, manifest, files, report)
+
+
+def exported_counts(selected: DataFrame) -> dict[str, dict[str, int]]:
+    """{source: {split: rows}} of the exported rows."""
+    out: dict[str, dict[str, int]] = {}
+    for r in selected.groupBy("source", SPLIT).count().collect():
+        out.setdefault(r["source"], {})[r[SPLIT]] = r["count"]
+    return {s: dict(sorted(v.items())) for s, v in sorted(out.items())}
+
+
+def _split_totals(exported: dict[str, dict[str, int]]) -> dict[str, int]:
+    totals = {"train": 0, "validation": 0}
+    for splits in exported.values():
+        for split, n in splits.items():
+            totals[split] += n
+    return totals
+
+
+def write_report_and_card(spark, conf: Config, lake: Lake, pairs: DataFrame, selected: DataFrame, manifest: dict,
+                          exported: dict, release: str) -> dict:
+    """report.json, report.html and README.md into the release; notes them in `manifest`."""
+    from jobs.card import render_card
+    from jobs.report import build_report, render_html
+
+    report = build_report(spark, conf, lake, pairs, manifest, exported)
+    storage.write_text(spark, storage.join(release, "report.json"), json.dumps(report, indent=2) + "\n")
+    storage.write_text(spark, storage.join(release, "report.html"), render_html(report))
+    storage.write_text(spark, storage.join(release, "README.md"), render_card(conf, manifest, report))
+    manifest["report"] = {"json": "report.json", "html": "report.html"}
+    manifest["card"] = "README.md"
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:

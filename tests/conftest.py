@@ -45,3 +45,35 @@ def local_conf(tmp_path: Path, *overrides: str):
 def release_dir(out: Path) -> Path:
     """The published release folder of an output folder (what `out/CURRENT` points at)."""
     return out / (out / "CURRENT").read_text().strip()
+
+
+# The sample's helpful-online and red-team sources (360 dialogues), ingested and paired once
+# for the export tests that need a lake (tests/test_formats.py, tests/test_report.py).
+SMALL_LAKE = ("sources.helpful_rejection_sampled.enabled=false",)
+ALL_FORMATS = ("export.formats=[json_parts,jsonl,chat,parquet]", "export.validation_fraction=0.2", "export.rows_per_part=150")
+
+
+@pytest.fixture(scope="session")
+def small_lake(spark, tmp_path_factory) -> Path:
+    from jobs.ingest import run_ingest
+    from jobs.lake import RunContext
+    from jobs.pairs import run_pairs
+
+    root = tmp_path_factory.mktemp("small_lake")
+    conf = local_conf(root, *SMALL_LAKE)
+    run = RunContext()
+    run_ingest(spark, conf, run)
+    run_pairs(spark, conf, run)
+    return root
+
+
+@pytest.fixture(scope="session")
+def all_formats_export(spark, small_lake, tmp_path_factory):
+    """(conf, ExportResult, release folder) of an export of every format from `small_lake`."""
+    from jobs.export import run_export
+    from jobs.lake import RunContext
+
+    out = tmp_path_factory.mktemp("all_formats")
+    conf = local_conf(small_lake, *SMALL_LAKE, *ALL_FORMATS, f"paths.output={(out / 'out').as_uri()}")
+    result = run_export(spark, conf, RunContext())
+    return conf, result, release_dir(out / "out")

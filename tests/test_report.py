@@ -1,0 +1,171 @@
+"""The funnel report (report.json, report.html in a real headless Chromium) and the dataset card."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import pytest
+import yaml
+from pyspark.sql import functions as F
+
+from jobs.lake import Lake
+from jobs.report import drop_table, funnel, render_html
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def pairs_of(spark, conf):
+    return spark.read.format("delta").load(Lake.of(conf).pairs)
+
+
+def test_funnel_equals_direct_counts(spark, all_formats_export):
+    conf, result, release = all_formats_export
+    report = json.loads((release / "report.json").read_text())
+    assert report == json.loads(json.dumps(result.report))
+    pairs = pairs_of(spark, conf)
+    candidates = {r["source"]: r["count"] for r in pairs.groupBy("source").count().collect()}
+    kept = {r["source"]: r["count"] for r in pairs.where(F.col("drop_reason").isNull()).groupBy("source").count().collect()}
+    reasons = {(r["source"], r["drop_reason"]): r["count"] for r in pairs.where(F.col("drop_reason").isNotNull()).groupBy("source", "drop_reason").count().collect()}
+    bronze = {name: spark.read.format("delta").load(Lake.of(conf).bronze(name)).count() for name in ("helpful_online", "red_team_attempts")}
+    assert report["funnel"]["hh_helpful"]["ingested"] == bronze["helpful_online"]
+    assert report["funnel"]["hh_harmless"]["ingested"] == bronze["red_team_attempts"]
+    for source, n in candidates.items():
+        f = report["funnel"][source]
+        assert f["candidates"] == n and f["kept"] == kept[source] == f["exported"]  # no selection set
+        assert f["after"][report["stages"][-1]] == kept[source]
+        assert f["splits"]["train"] + f["splits"]["validation"] == f["exported"]
+        assert {k: d["rows"] for k, d in report["drops"][source].items()} == {r: c for (s, r), c in reasons.items() if s == source}
+    # each stage's drops are the rows whose reason belongs to it: rows after a filter, step by step
+    assert report["stages"][:2] == ["dialogue_split", "instruction_length"]
+    helpful = report["funnel"]["hh_helpful"]["after"]
+    too_short = reasons[("hh_helpful", "response_too_short")]
+    assert helpful["instruction_length"] - helpful["response_length"] == too_short
+    harmless = report["funnel"]["hh_harmless"]["after"]
+    assert harmless["response_length"] - harmless["red_team_rating"] == reasons[("hh_harmless", "red_team_rating_too_high")]
+    # histograms: every non-null value once, kept and dropped apart
+    for column in ("response_chars", "red_team_rating", "lang_prob", "response_toxicity"):
+        h = report["histograms"][column]
+        values = pairs.where(F.col(column).isNotNull())
+        assert sum(h["kept"]) == values.where(F.col("drop_reason").isNull()).count()
+        assert sum(h["dropped"]) == values.where(F.col("drop_reason").isNotNull()).count()
+    ratings = {int(r["red_team_rating"]): r["count"] for r in pairs.where(F.col("red_team_rating").isNotNull()).groupBy("red_team_rating").count().collect()}
+    h = report["histograms"]["red_team_rating"]
+    assert {i: k + d for i, (k, d) in enumerate(zip(h["kept"], h["dropped"])) if k + d} == ratings
+    # examples: a few, truncated, with the reason they were dropped for
+    assert 0 < len(report["examples"]["kept"]) <= 3
+    for kind, items in report["examples"]["dropped"].items():
+        assert items and all(e["drop_reason"].split(":")[0] == kind for e in items)
+        assert all(len(e["response"] or "") <= 301 for e in items)
+
+
+def test_reason_kinds_group_details_and_notes_are_shown(spark, all_formats_export):
+    conf, result, release = all_formats_export
+    rows = [("code", "code", None)] * 2 + [("code", "code", f"duplicate_of:{i:04x}") for i in range(8)]
+    rows += [("code", "code", "contaminated:humaneval")] * 3 + [("hh_helpful", "hh_rlhf", "response_too_short")]
+    pairs = spark.createDataFrame(rows, "source string, source_format string, drop_reason string")
+    totals, drops = drop_table(pairs, conf)
+    assert totals == {"code": {"candidates": 13, "kept": 2}, "hh_helpful": {"candidates": 1, "kept": 0}}
+    assert drops["code"] == {
+        "contaminated": {"rows": 3, "stage": "contaminated", "distinct": 1, "details": {"contaminated:humaneval": 3}},
+        "duplicate_of": {"rows": 8, "stage": "duplicate_of", "distinct": 8, "details": None},  # more than MAX_DETAILS
+    }
+    assert drops["hh_helpful"]["response_too_short"]["stage"] == "response_length"
+    stages, counts = funnel(conf, {"inputs": []}, totals, drops, {"code": {"train": 2}})
+    assert stages[-2:] == ["contaminated", "duplicate_of"] and counts["code"]["after"]["contaminated"] == 10
+    report = dict(result.report, drops=drops, stages=stages, funnel=counts)
+    report["code_execution"] = {"sandbox": "process", "weaker": True, "note": "bubblewrap was not available"}
+    report["decontamination"] = {"benchmarks": ["humaneval"], "dropped": 3}
+    page = render_html(report)
+    assert "WEAKER than bubblewrap" in page and "bubblewrap was not available" in page
+    assert "contaminated:humaneval (3)" in page and "8 distinct" in page and "&quot;humaneval&quot;" in page
+    assert "<script src" not in page and "<link" not in page and "<img src=\"http" not in page
+
+
+def _png_size_and_ink(path: Path) -> tuple[int, int, float]:
+    """(width, height, share of pixels that are not white) of an 8-bit RGB(A) PNG."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width, height, kind = 8, b"", 0, 0, 0
+    while pos < len(data):
+        length, tag = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if tag == b"IHDR":
+            width, height, depth, kind = struct.unpack(">IIBB", body[:10])
+            assert depth == 8 and kind in (2, 6)
+        elif tag == b"IDAT":
+            idat += body
+        pos += 12 + length
+    raw, bpp = zlib.decompress(idat), 3 if kind == 2 else 4
+    stride, prev, ink, total = width * bpp, bytearray(width * bpp), 0, 0
+    for y in range(height):
+        filt, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b, c = prev[i], prev[i - bpp] if i >= bpp else 0
+            if filt == 1:
+                line[i] = (line[i] + a) & 255
+            elif filt == 2:
+                line[i] = (line[i] + b) & 255
+            elif filt == 3:
+                line[i] = (line[i] + (a + b) // 2) & 255
+            elif filt == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        if y % 8 == 0:  # every 8th row is plenty to tell a page from a blank one
+            for x in range(0, width, 4):
+                total += 1
+                ink += sum(line[x * bpp:x * bpp + 3]) < 720
+        prev = line
+    return width, height, ink / max(total, 1)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make setup installs it)")
+def test_report_renders_in_chromium(all_formats_export, tmp_path):
+    conf, result, release = all_formats_export
+    page = (release / "report.html").as_uri()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", "--window-size=1200,3000", page],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    check = re.search(r'id="render-check" data-rendered="(\d+)"[^>]*data-plots="(\d+)"', dom)
+    assert check, dom[:2000]
+    rendered, plots = int(check.group(1)), int(check.group(2))
+    assert plots == 2 + len(result.report["histograms"]) and rendered == plots
+    shot = tmp_path / "report.png"
+    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,3000", page],
+                   capture_output=True, timeout=120, check=True)
+    width, height, ink = _png_size_and_ink(shot)
+    assert (width, height) == (1200, 3000) and ink > 0.03, ink  # a page with tables and plots, not a blank one
+
+
+def test_dataset_card(all_formats_export):
+    conf, result, release = all_formats_export
+    card = (release / "README.md").read_text(encoding="utf-8")
+    front, body = re.match(r"^---\n(.*?)\n---\n(.*)$", card, re.S).groups()
+    meta = yaml.safe_load(front)
+    assert meta["license"] == "other" and meta["language"] == ["en"] and meta["size_categories"] == ["n<1K"]
+    assert {c["config_name"] for c in meta["configs"]} == {"jsonl", "chat", "parquet"}
+    for c in meta["configs"]:
+        for entry in c["data_files"]:
+            matched = sorted(p.name for p in release.glob(entry["path"]))
+            listed = sorted(f["file"] for f in result.manifest["files"] if f["format"] == c["config_name"] and f["split"] == entry["split"])
+            assert matched == listed and matched
+    assert "https://github.com/anthropics/hh-rlhf" in body and "MIT" in body
+    assert "Content warning" in body and "offensive" in body and "Known limitations" in body
+    assert result.manifest["git_commit"] in body and "red_team_rating" in body and '"max_rating": 2.0' in body
+    for name, t in result.manifest["tables"]["bronze"].items():
+        assert f"| bronze/{name} | {t['version']} |" in body
+    for filter_name, scorer in result.manifest["scorers"].items():
+        assert f"| {filter_name} | {scorer} |" in body
+
+
+def test_datasets_reads_the_card_configs(all_formats_export):
+    datasets = pytest.importorskip("datasets")
+    conf, result, release = all_formats_export
+    chat = datasets.load_dataset(str(release), "chat")
+    assert {s: chat[s].num_rows for s in chat} == result.manifest["split"]["rows"]

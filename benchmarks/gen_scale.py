@@ -15,8 +15,9 @@ from a seed:
 The turn markers are kept as they are, so the real edge cases of the pool
 (text before the first Human turn, a dialogue without an Assistant reply,
 ...) keep their share. `rejected` is `chosen` with another last reply.
-Duplicates are counted (sha256 of `chosen`/`transcript`) and reported: with
-the defaults there are none up to 10^6.
+Duplicates are counted (sha256 of `chosen`/`transcript`) and written to
+`gen.json`: with the defaults, 0 at 10^4, 4 at 10^5 and 146 at 10^6 (0.015%,
+short dialogues perturbed the same way).
 
 Layout under `<out>/<N>/`, like the upstream files (several files per source,
 so that gzip, which cannot be split, does not serialize the read):

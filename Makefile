@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 JARS_STAMP := $(VENV)/.jars
 
-.PHONY: setup run test clean distclean check-java system-packages
+.PHONY: setup run test bench clean distclean check-java system-packages
 
 setup: $(STAMP) $(JARS_STAMP) system-packages
 
@@ -73,8 +73,15 @@ run: check-java setup
 test: check-java setup
 	$(VENV)/bin/pytest -q tests
 
+# Cost against input size, instructlake against a single-process script (benchmarks/run_bench.py):
+# the data sets go to bench-data/, lakes and results.json to bench-work/. 10^6 dialogues:
+# `make bench BENCH_N=1000000` (about 750 MB of data and 10 GB of lake while it runs).
+BENCH_N ?= 10000 100000
+bench: check-java setup
+	$(PY) benchmarks/run_bench.py --n $(BENCH_N)
+
 clean:
-	rm -rf lake out spark-warehouse .pytest_cache
+	rm -rf lake out spark-warehouse .pytest_cache bench-work
 
 distclean: clean
 	rm -rf $(VENV)

@@ -183,6 +183,8 @@ def ingest_source(spark, source: Source, files: list[str], lake: Lake, run: RunC
         problems, bad_lines = inspect_files(spark, to_read)
         records = _encoding_error(spark, read_records(spark, to_read), line_based, bad_lines)
         stamped = _stamp(with_typed_fields(records, fields), source, fields, run)
+        # Only a quarantined record needs its raw text (the preview): the cache holds no second copy of good ones.
+        stamped = stamped.withColumn("raw", F.when(F.col("_reason").isNotNull(), F.substring("raw", 1, RAW_PREVIEW_CHARS)))
         stamped = stamped.persist(StorageLevel.MEMORY_AND_DISK)
         counts = {r["source_file"]: r["count"] for r in stamped.groupBy("source_file").count().collect()}
         for f in to_read:

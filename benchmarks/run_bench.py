@@ -1,0 +1,226 @@
+"""Cost against input size: instructlake's cheap path and the plain single-process script.
+
+For each N (dialogues), on the data set of `benchmarks/gen_scale.py` (made
+when missing), back to back:
+
+- baseline: `benchmarks/baseline.py` in its own process;
+- instructlake: the stages of the CLI (ingest, pairs, export) in a fresh
+  process with a fresh lake, conf `benchmarks/bench.yaml` (local[2], no
+  model filter). Starting the JVM and the Spark session is timed apart
+  from the work.
+
+Each run's peak memory is sampled (psutil, every 0.1 s) as the RSS summed
+over its process tree: the driver's Python, the JVM, the Python workers.
+Then both outputs are read back and compared as sets of `[source, text]`
+elements. One table is printed; the numbers also go to
+`<work>/results.json`.
+
+    .venv/bin/python benchmarks/run_bench.py [--n 10000 100000] [--data bench-data] [--work bench-work]
+    make bench                       # N = 10^4, 10^5
+    make bench BENCH_N="1000000"     # 10^6 (about 3 GB of data; see README)
+
+The machine's load average is printed with the table: the timings are
+wall-clock times, and other processes on the machine slow both runs alike.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+STAGES = ("ingest", "pairs", "export")
+
+
+class PeakRss(threading.Thread):
+    """Samples the RSS of a process tree; `peak` holds the largest sums seen (bytes)."""
+
+    def __init__(self, pid: int, every: float = 0.1):
+        super().__init__(daemon=True)
+        import psutil
+
+        self.root, self.every, self.done = psutil.Process(pid), every, threading.Event()
+        self.peak = {"total": 0, "jvm": 0, "python_workers": 0, "driver": 0}
+
+    def _sample(self) -> dict:
+        import psutil
+
+        sums = {"jvm": 0, "python_workers": 0, "driver": 0}
+        for p in [self.root, *self.root.children(recursive=True)]:
+            try:
+                rss, name, cmd = p.memory_info().rss, p.name(), " ".join(p.cmdline())
+            except psutil.Error:
+                continue
+            kind = "jvm" if name == "java" else "python_workers" if "pyspark" in cmd and p != self.root else "driver"
+            sums[kind] += rss
+        return sums
+
+    def run(self) -> None:
+        import psutil
+
+        while not self.done.is_set():
+            try:
+                sums = self._sample()
+            except psutil.Error:
+                break
+            for k, v in [*sums.items(), ("total", sum(sums.values()))]:
+                self.peak[k] = max(self.peak[k], v)
+            self.done.wait(self.every)
+
+
+def measured(cmd: list[str], **kw) -> tuple[dict, dict]:
+    """Run `cmd`, return (its last stdout line as JSON, peak RSS by kind)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, **kw)
+    sampler = PeakRss(proc.pid)
+    sampler.start()
+    out, _ = proc.communicate()
+    sampler.done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[1]} failed with status {proc.returncode}")
+    return json.loads(out.strip().splitlines()[-1]), sampler.peak
+
+
+def bench_conf(data: Path, work: Path) -> Path:
+    """A conf extending bench.yaml with this data set, lake and output."""
+    import yaml
+
+    conf = {
+        "extends": str(REPO / "benchmarks" / "bench.yaml"),
+        "sources": [
+            {"name": "helpful_online", "label": "hh_helpful", "format": "hh_rlhf", "paths": [str(data / "hh-rlhf" / "helpful-online")]},
+            {"name": "helpful_rejection_sampled", "label": "hh_helpful", "format": "hh_rlhf", "paths": [str(data / "hh-rlhf" / "helpful-rejection-sampled")]},
+            {"name": "red_team_attempts", "label": "hh_harmless", "format": "red_team", "paths": [str(data / "red-team-attempts")]},
+        ],
+        "paths": {"lake": str(work / "lake"), "output": str(work / "out")},
+    }
+    path = work / "bench.yaml"
+    path.write_text(yaml.safe_dump(conf, sort_keys=False))
+    return path
+
+
+def child(conf_path: str) -> int:
+    """The instructlake side, in its own process: session start, then each stage timed."""
+    import logging
+
+    from jobs.config import load_config
+    from jobs.export import run_export
+    from jobs.ingest import run_ingest
+    from jobs.lake import RunContext
+    from jobs.pairs import run_pairs
+    from jobs.session import get_spark
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s [%(name)s] %(message)s")
+    conf = load_config(conf_path, [])
+    run = RunContext()
+    seconds = {}
+    t = time.monotonic()
+    spark = get_spark(conf.spark)
+    spark.range(1).count()  # the first job starts the executor side
+    seconds["session"] = time.monotonic() - t
+    for stage, fn in (("ingest", run_ingest), ("pairs", run_pairs), ("export", run_export)):
+        t = time.monotonic()
+        result = fn(spark, conf, run)
+        seconds[stage] = time.monotonic() - t
+    seconds["work"] = sum(seconds[s] for s in STAGES)
+    counts = result.manifest["counts"]
+    print(json.dumps({
+        "seconds": seconds, "release": result.output,
+        "rows_read": sum(c["read"] for c in counts.values()), "rows_kept": result.total_rows,
+    }))
+    return 0
+
+
+def element_digests(files: list[Path]) -> list[bytes]:
+    """Sorted sha256 of every `[source, text]` element of the JSON parts."""
+    out = []
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            for source, text in json.load(f):
+                out.append(hashlib.sha256(json.dumps([source, text]).encode()).digest())
+    return sorted(out)
+
+
+def bench_one(n: int, data_root: Path, work_root: Path, keep: bool) -> list[dict]:
+    from benchmarks.gen_scale import generate
+
+    data = generate(n, data_root)
+    work = work_root / str(n)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    py = sys.executable
+    base, base_mem = measured([py, str(REPO / "benchmarks" / "baseline.py"), str(data), str(work / "baseline")])
+    lake, lake_mem = measured([py, __file__, "--child", str(bench_conf(data, work))], cwd=REPO)
+    release = Path(lake["release"].removeprefix("file:"))
+    same = element_digests(sorted((work / "baseline").glob("*.json"))) == element_digests(
+        sorted(release.glob("*_part*.json"))
+    )
+    if not keep:
+        shutil.rmtree(work, ignore_errors=True)
+    rows = []
+    for name, r, mem in (("baseline", base, base_mem), ("instructlake", lake, lake_mem)):
+        s = r["seconds"]
+        work_s = s.get("work", s.get("total"))
+        rows.append({
+            "n": n, "impl": name, "session_s": s.get("session"), **{f"{k}_s": s[k] for k in STAGES},
+            "work_s": work_s, "rows_per_s": n / work_s, "rows_read": r["rows_read"], "rows_kept": r["rows_kept"],
+            "peak_rss": mem, "same_pairs": same,
+        })
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = ["N", "impl", "session s", "ingest s", "pairs s", "export s", "work s", "rows/s",
+            "peak RSS MiB (JVM/workers)", "kept", "same pairs", "speed-up"]
+    lines = [head]
+    base = {r["n"]: r["work_s"] for r in rows if r["impl"] == "baseline"}
+    mib = 1 << 20
+    for r in rows:
+        m = r["peak_rss"]
+        lines.append([
+            f"{r['n']:,}", r["impl"], "-" if r["session_s"] is None else f"{r['session_s']:.1f}",
+            *[f"{r[f'{k}_s']:.1f}" for k in STAGES], f"{r['work_s']:.1f}", f"{r['rows_per_s']:,.0f}",
+            f"{m['total'] / mib:,.0f}" + (f" ({m['jvm'] / mib:,.0f}/{m['python_workers'] / mib:,.0f})" if m["jvm"] else ""),
+            f"{r['rows_kept']:,}", "yes" if r["same_pairs"] else "NO",
+            f"{base[r['n']] / r['work_s']:.2f}x",
+        ])
+    widths = [max(len(l[i]) for l in lines) for i in range(len(head))]
+    out = ["  ".join(c.rjust(w) if i not in (1,) else c.ljust(w) for i, (c, w) in enumerate(zip(l, widths))) for l in lines]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, nargs="+", default=[10_000, 100_000], help="data set sizes (default 10000 100000)")
+    p.add_argument("--data", type=Path, default=REPO / "bench-data", help="data sets of gen_scale.py (default ./bench-data)")
+    p.add_argument("--work", type=Path, default=REPO / "bench-work", help="lakes, outputs, results.json (default ./bench-work)")
+    p.add_argument("--keep", action="store_true", help="keep each N's lake and outputs")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        return child(args.child)
+    rows = []
+    for n in args.n:
+        load = os.getloadavg()
+        rows += bench_one(n, args.data.resolve(), args.work.resolve(), args.keep)
+        print(f"N={n:,} done (load average before: {load[0]:.2f})", file=sys.stderr)
+    report = table(rows)
+    load = os.getloadavg()
+    print(f"{report}\n\n{os.cpu_count()} cores; load average now {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    args.work.mkdir(parents=True, exist_ok=True)
+    (args.work / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    return 0 if all(r["same_pairs"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

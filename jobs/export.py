@@ -38,7 +38,7 @@ from jobs import storage
 from jobs.config import Config
 from jobs.faults import checkpoint
 from jobs.lake import Lake, RunContext, commit_metadata, git_commit, read_version, with_position
-from udfs.filters import DROP_REASON
+from udfs.filters import DROP_REASON, reason_kind
 from udfs.pair_format import PairTemplate
 
 log = logging.getLogger("instructlake.export")
@@ -140,7 +140,7 @@ def write_parts(spark, kept: DataFrame, conf: Config, release: str, staging: str
 
 def _counts_per_source(pairs: DataFrame) -> dict:
     out: dict = {}
-    for r in pairs.groupBy("source", DROP_REASON).count().collect():
+    for r in pairs.groupBy("source", reason_kind(F.col(DROP_REASON)).alias(DROP_REASON)).count().collect():
         entry = out.setdefault(r["source"], {"read": 0, "kept": 0, "dropped": {}})
         entry["read"] += r["count"]
         if r[DROP_REASON] is None:

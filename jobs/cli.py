@@ -51,13 +51,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def format_summary(counts: list[tuple[str, str | None, int]], output: str | None = None) -> str:
-    """A plain-text table of rows per source and drop reason."""
+    """A plain-text table of rows per source and drop reason kind (the part of a reason
+    before its first `:`, so `duplicate_of:<pair_id>` counts as `duplicate_of`)."""
     rows = [("source", "drop_reason", "rows")]
-    by_source: dict[str, list[tuple[str | None, int]]] = {}
+    by_source: dict[str, dict[str | None, int]] = {}
     for source, reason, n in counts:
-        by_source.setdefault(source, []).append((reason, n))
+        kind = reason.split(":", 1)[0] if reason is not None else None
+        kinds = by_source.setdefault(source, {})
+        kinds[kind] = kinds.get(kind, 0) + n
     for source in sorted(by_source):
-        entries = by_source[source]
+        entries = list(by_source[source].items())
         kept = sum(n for r, n in entries if r is None)
         rows.append((source, "(kept)", str(kept)))
         for reason, n in sorted((r, n) for r, n in entries if r is not None):

@@ -226,6 +226,37 @@ class Export:
             raise ConfigError("template", str(e)) from None
 
 
+@dataclass
+class DedupSettings:
+    """Exact and near-duplicate pairs among the kept ones (`jobs.dedup`).
+
+    Texts are compared after normalization: Unicode NFKC, lower case,
+    punctuation (Unicode class P) replaced by a space, whitespace runs collapsed
+    to one space. Exact: `exact_pairs` on (instruction, response) across all
+    sources, `exact_instructions` on the instruction within one source (conf
+    entry). Near: MinHash LSH over word shingles of the pair's text; a pair
+    whose Jaccard similarity with a higher-priority pair is at least
+    `threshold` is dropped (`near_sources`: the labels compared, null = all).
+    `bands` x `rows_per_band` min-hashes; a pair at similarity s is found with
+    probability 1 - (1 - s^rows_per_band)^bands.
+    """
+
+    enabled: bool = True
+    nfkc: bool = True
+    lowercase: bool = True
+    strip_punctuation: bool = True
+    collapse_whitespace: bool = True
+    exact_pairs: bool = True
+    exact_instructions: bool = True
+    near: bool = True
+    near_sources: Optional[list[str]] = None
+    shingle_words: int = field(default=5, metadata={"min": 1})
+    threshold: float = field(default=0.8, metadata={"min": 0.01, "max": 1})
+    bands: int = field(default=25, metadata={"min": 1})
+    rows_per_band: int = field(default=4, metadata={"min": 1})
+    seed: int = 0
+
+
 QA_TYPES = ("who", "what", "where", "when", "why", "how")
 
 
@@ -374,6 +405,7 @@ class Config:
     export: Export = field(default_factory=Export)
     llm: LlmSettings = field(default_factory=LlmSettings)
     qa: QaSettings = field(default_factory=QaSettings)
+    dedup: DedupSettings = field(default_factory=DedupSettings)
 
     def validate(self) -> None:
         if not self.sources:
@@ -396,6 +428,9 @@ class Config:
             for label in getattr(self.export, key) or {}:
                 if label not in labels:
                     raise ConfigError(f"export.{key}.{label}", f"unknown source label; labels in this conf: {', '.join(sorted(labels))}")
+        for label in self.dedup.near_sources or []:
+            if label not in labels:
+                raise ConfigError("dedup.near_sources", f"unknown source label {label!r}; labels in this conf: {', '.join(sorted(labels))}")
         if self.qa.questions_per_type > 1 and self.llm.temperature == 0:
             raise ConfigError("qa.questions_per_type", "more than one question per type needs sampling: set llm.temperature > 0")
 

@@ -47,7 +47,7 @@ from jobs.faults import checkpoint
 from jobs.generate_qa import qa_table
 from jobs.formats import SPLIT, seeded_hash, select_rows, split_col, write_formats
 from jobs.lake import Lake, RunContext, commit_metadata, git_commit, read_version, with_position
-from udfs.filters import DROP_REASON
+from udfs.filters import DROP_REASON, reason_kind
 from udfs.pair_format import PairTemplate
 
 log = logging.getLogger("instructlake.export")
@@ -163,7 +163,7 @@ def write_release_files(spark, selected: DataFrame, conf: Config, release: str, 
 
 def _counts_per_source(pairs: DataFrame) -> dict:
     out: dict = {}
-    for r in pairs.groupBy("source", DROP_REASON).count().collect():
+    for r in pairs.groupBy("source", reason_kind(F.col(DROP_REASON)).alias(DROP_REASON)).count().collect():
         entry = out.setdefault(r["source"], {"read": 0, "kept": 0, "dropped": {}})
         entry["read"] += r["count"]
         if r[DROP_REASON] is None:

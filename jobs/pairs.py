@@ -4,9 +4,11 @@ Columns: `source` (label), `source_name`, `source_format`, provenance
 (`source_file`, `row_index`, `item`, `content_id`, `ingest_run_id`), `instruction`,
 `response`, score columns (`instruction_chars`, `response_chars`,
 `red_team_rating`), `pair_id` (sha256 of instruction and response),
-`drop_reason` (null when kept; else the dialogue-split failure or the first
-failing filter in conf order). Nothing is deleted here: dropped rows stay,
-with their reason. The model filters' score columns follow (`lang`,
+`drop_reason` (null when kept; else the dialogue-split failure, the first
+failing filter in conf order, or `duplicate_of:<pair_id>` /
+`near_duplicate_of:<pair_id>` from the dedup step, `jobs.dedup`, which runs
+last over the whole table in a commit of its own). Nothing is deleted here:
+dropped rows stay, with their reason. The model filters' score columns follow (`lang`,
 `lang_prob`, `instruction_<class>`, `response_<class>`; null on rows dropped
 before the filter ran). The commit records the bronze versions it read and,
 under `scorers`, the versioned name of each model filter's scorer by filter
@@ -41,7 +43,7 @@ from jobs.config import Config, Source
 from jobs.confload import to_dict
 from jobs.lake import Lake, RunContext, commit_metadata, is_delta, latest_version, overwrite, read_version
 from udfs.dialogue import split_first_exchange_cols
-from udfs.filters import DROP_REASON, apply_filters, scorer_names, with_text_lengths
+from udfs.filters import DROP_REASON, apply_filters, reason_kind, scorer_names, with_text_lengths
 
 log = logging.getLogger("instructlake.pairs")
 
@@ -143,6 +145,7 @@ def pairs_digest(conf: Config) -> str:
     relevant = {
         "sources": [(s.name, s.label, s.format) for s in conf.enabled_sources],
         "filters": [to_dict(f) for f in conf.filters],
+        "dedup": to_dict(conf.dedup),
         "keys": KEYS,
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
@@ -203,9 +206,10 @@ def update_pairs(
 
 
 def drop_counts(spark, uri: str, version: int) -> list[tuple[str, str | None, int]]:
+    """Rows per (source, drop reason kind): `duplicate_of:<pair_id>` counts as `duplicate_of`."""
     rows = (
         spark.read.format("delta").option("versionAsOf", version).load(uri)
-        .groupBy("source", DROP_REASON).count()
+        .groupBy("source", reason_kind(F.col(DROP_REASON)).alias(DROP_REASON)).count()
         .orderBy("source", F.col(DROP_REASON).asc_nulls_first())
         .collect()
     )
@@ -227,8 +231,10 @@ def run_pairs(spark, conf: Config, run: RunContext | None = None, full: bool = F
 
     Incremental by default: only bronze rows without a pair are split and
     scored (rows of untouched files keep their scores and `pairs_run_id`). A
-    change of the sources or filters in the conf, or `full=True`, recomputes
-    every pair instead. Nothing changed means no new table version.
+    change of the sources, filters or dedup settings in the conf, or
+    `full=True`, recomputes every pair instead. Then `jobs.dedup` recomputes
+    the duplicates over the whole table and commits the reasons that change.
+    Nothing changed means no new table version.
     """
     run = run or RunContext()
     lake = Lake.of(conf)
@@ -250,6 +256,9 @@ def run_pairs(spark, conf: Config, run: RunContext | None = None, full: bool = F
         if versions is None:
             versions = previous["bronze_versions"]
             log.info("up to date with bronze, nothing to score")
+    from jobs.dedup import run_dedup
+
+    run_dedup(spark, conf, lake, run.run_id)
     version = latest_version(spark, lake.pairs)
     counts = drop_counts(spark, lake.pairs, version)
     kept = sum(n for _, reason, n in counts if reason is None)

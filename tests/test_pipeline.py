@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
+import dedup_reference
 from conftest import NO_WEB_TEXT, REPO, SAMPLE, SHARED_DATA, local_conf, release_dir
 from jobs.lake import Lake, RunContext
 from jobs.pipeline import run_pipeline
@@ -88,27 +89,37 @@ def ref_model_filters(source, instruction, response):
 
 
 def reference(hh_files, red_team_file):
-    """Counter of (source, drop_reason) and Counter of kept (source, instruction, response)."""
-    reasons, kept = Counter(), Counter()
+    """Counter of (source, drop_reason kind) and Counter of kept (source, instruction, response).
 
-    def account(source, result, extra_reason=None):
+    The pairs every filter keeps then go through the plain-Python dedup of conf/base.yaml's
+    settings (tests/dedup_reference.py), the sources in conf order (hh files, then red team).
+    """
+    reasons, candidates = Counter(), []
+
+    def account(source_index, row_index, source, result, extra_reason=None):
         if isinstance(result, str):
             reasons[(source, result)] += 1
         elif extra_reason or ref_model_filters(source, *result):
             reasons[(source, extra_reason or ref_model_filters(source, *result))] += 1
         else:
-            reasons[(source, None)] += 1
-            kept[(source, *result)] += 1
+            pid = dedup_reference.pair_id(*result)
+            candidates.append({"key": (source_index, pid, row_index), "source_name": source_index, "source": source,
+                               "pair_id": pid, "instruction": result[0], "response": result[1]})
 
-    for path in hh_files:
+    for i, path in enumerate(hh_files):
         with gzip.open(path, "rt", encoding="utf-8") as f:
-            for line in f:
+            for row, line in enumerate(f):
                 result = ref_exchange(json.loads(line)["chosen"])
                 short = not isinstance(result, str) and len(result[1]) < 100
-                account("hh_helpful", result, "response_too_short" if short else None)
-    for rec in json.loads(Path(red_team_file).read_text(encoding="utf-8")):
+                account(i, row, "hh_helpful", result, "response_too_short" if short else None)
+    for row, rec in enumerate(json.loads(Path(red_team_file).read_text(encoding="utf-8"))):
         result = ref_exchange(rec["transcript"])
-        account("hh_harmless", result, "red_team_rating_too_high" if rec["rating"] > 2 else None)
+        account(len(hh_files), row, "hh_harmless", result, "red_team_rating_too_high" if rec["rating"] > 2 else None)
+    decided = dedup_reference.dedup(candidates)
+    kept = Counter((c["source"], c["instruction"], c["response"]) for c in candidates if decided[c["key"]] is None)
+    for c in candidates:
+        reason = decided[c["key"]]
+        reasons[(c["source"], reason.split(":")[0] if reason else None)] += 1
     return reasons, kept
 
 

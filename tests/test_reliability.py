@@ -22,6 +22,7 @@ from jobs.ingest import run_ingest
 from jobs.lake import Lake, RunContext
 from jobs.pairs import run_pairs
 from jobs.pipeline import run_pipeline
+from udfs.filters import reason_kind
 
 GOOD = [
     {"chosen": f"\n\nHuman: Question number {i}?\n\nAssistant: " + "A helpful answer. " * 8, "rejected": "x"}
@@ -313,6 +314,5 @@ def test_worker_killed_mid_scoring_is_retried(spark, tmp_path):
     # Same rows, scores and reasons as the undisturbed run (the files differ only by folder).
     strip = [(r["source_name"], Path(r["source_file"]).name, *list(r)[2:]) for r in got]
     assert strip == [(r["source_name"], Path(r["source_file"]).name, *list(r)[2:]) for r in want]
-    assert sorted(undisturbed.counts, key=str) == sorted(
-        [(r["source"], r["drop_reason"], r["count"]) for r in
-         spark.read.format("delta").load(Lake.of(conf).pairs).groupBy("source", "drop_reason").count().collect()], key=str)
+    kinds = spark.read.format("delta").load(Lake.of(conf).pairs).groupBy("source", reason_kind(F.col("drop_reason")).alias("kind"))
+    assert sorted(undisturbed.counts, key=str) == sorted([(r["source"], r["kind"], r["count"]) for r in kinds.count().collect()], key=str)

@@ -28,6 +28,12 @@ def with_text_lengths(df: DataFrame) -> DataFrame:
     )
 
 
+def reason_kind(reason: Column) -> Column:
+    """A drop reason's kind: the part before its first `:` (`duplicate_of:<pair_id>` ->
+    `duplicate_of`); a reason without `:` is its own kind, null stays null."""
+    return F.substring_index(reason, ":", 1)
+
+
 def applies_to(labels: Optional[list[str]]) -> Column:
     """True on rows of the given source labels (all rows when None, none when empty)."""
     if labels is None:

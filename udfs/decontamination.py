@@ -167,6 +167,15 @@ def _squad_items(spark, files: list[str], bench: Benchmark) -> DataFrame:
     return paragraphs.select(item.alias("item"), "pos", "context", "questions")
 
 
+def benchmark_files(spark, bench: Benchmark) -> list[str]:
+    """The benchmark's file URIs. A relative path is looked up in the working folder, then in
+    the repository root (where `data/sample/` is), as the prompt files are: a notebook runs
+    from its own folder."""
+    from jobs.generate_qa import resolve_prompt
+
+    return storage.expand_inputs(spark, [resolve_prompt(p) for p in bench.paths], f"benchmark {bench.name!r}")
+
+
 def _joined(fields: list[Column]) -> Column:
     """The item's checked fields as one text, one field a line (null fields left out)."""
     return F.concat_ws("\n", *fields)
@@ -175,7 +184,7 @@ def _joined(fields: list[Column]) -> Column:
 def benchmark_texts(spark, bench: Benchmark) -> DataFrame:
     """(item, pos, text): one row per item of a benchmark, `text` its checked fields joined by
     newlines in the order of `checked_fields`, `pos` the item's place in the files."""
-    files = storage.expand_inputs(spark, bench.paths, f"benchmark {bench.name!r}")
+    files = benchmark_files(spark, bench)
     fields = bench.checked_fields
     if bench.format == "squad":
         items = _squad_items(spark, files, bench)
@@ -251,7 +260,7 @@ def _build_index(spark, spec: DecontaminationFilter, files: dict[str, list[dict]
 def benchmark_index(spark, spec: DecontaminationFilter) -> BenchmarkIndex:
     """The `BenchmarkIndex` of a filter, built once per Spark application for the same benchmark
     settings and file contents (sha256): every pairs run of a process reuses it."""
-    files = {b.name: _file_digests(spark, storage.expand_inputs(spark, b.paths, f"benchmark {b.name!r}")) for b in spec.benchmarks}
+    files = {b.name: _file_digests(spark, benchmark_files(spark, b)) for b in spec.benchmarks}
     settings = {"ngram": spec.ngram, "normalization": to_dict(spec.normalization), "benchmarks": to_dict(spec.benchmarks)}
     key = (spark.sparkContext.applicationId, json.dumps(settings, sort_keys=True), json.dumps(files, sort_keys=True))
     if key not in _INDEXES:

@@ -177,7 +177,91 @@ class ToxicityFilter:
             _check_name(f"thresholds.{cls}", cls)
 
 
-FilterSpec = Union[LengthFilter, RedTeamRatingFilter, LanguageFilter, ToxicityFilter]
+BENCHMARK_FIELDS = {
+    "humaneval": ("prompt", "canonical_solution"),
+    "mbpp": ("text", "code"),
+    "gsm8k": ("question", "answer"),
+    "squad": ("context", "question"),
+}
+
+
+@dataclass
+class Benchmark:
+    """An evaluation set whose text must not appear in a pair (see `udfs.decontamination`).
+
+    `fields` are the parts of an item that are checked, joined in this order into
+    one text (default: all of the format's, `BENCHMARK_FIELDS`); `split` is the label in the item ids of
+    `gsm8k` and `squad` (`gsm8k/test/5`, `squad/dev/<id>`); `task_ids` is the
+    inclusive [first, last] range of MBPP task ids kept (its test split is 11-510).
+    """
+
+    name: str
+    format: Literal["humaneval", "mbpp", "gsm8k", "squad"]
+    paths: list[str]
+    split: str = "test"
+    task_ids: Optional[list[int]] = None
+    fields: Optional[list[str]] = None
+
+    def validate(self) -> None:
+        _check_name("name", self.name)
+        if not self.paths:
+            raise ConfigError("paths", "at least one input path is required")
+        if not re.match(r"^[A-Za-z0-9_.-]+$", self.split):
+            raise ConfigError("split", f"must be a plain label such as test or dev, got {self.split!r}")
+        if self.task_ids is not None:
+            if self.format != "mbpp":
+                raise ConfigError("task_ids", "only the mbpp format has task ids to select")
+            if len(self.task_ids) != 2 or self.task_ids[0] > self.task_ids[1]:
+                raise ConfigError("task_ids", f"expected [first, last] with first <= last, got {self.task_ids}")
+        for i, f in enumerate(self.fields or []):
+            if f not in BENCHMARK_FIELDS[self.format]:
+                raise ConfigError(f"fields[{i}]", f"{self.format} items have {', '.join(BENCHMARK_FIELDS[self.format])}, got {f!r}")
+        if self.fields is not None and not self.fields:
+            raise ConfigError("fields", "list at least one field, or leave it out for all")
+
+    @property
+    def checked_fields(self) -> list[str]:
+        return list(self.fields or BENCHMARK_FIELDS[self.format])
+
+
+@dataclass
+class Normalization:
+    """How texts are normalized before they are cut into word n-grams (whitespace always collapses)."""
+
+    nfkc: bool = True
+    lowercase: bool = True
+    strip_punctuation: bool = True  # Unicode punctuation and symbols become spaces
+
+
+@dataclass
+class DecontaminationFilter:
+    """Drops a pair that shares a word n-gram with a benchmark item (`contaminated:<benchmark>`).
+
+    `text` says what of the pair is checked: `pair` (instruction and response as
+    one text, default), `instruction` or `response`. A benchmark item of fewer
+    than `ngram` tokens cannot match and is counted as `items_short` in the
+    commit metadata.
+    """
+
+    rule: Literal["decontamination"]
+    benchmarks: list[Benchmark] = field(default_factory=list)
+    ngram: int = field(default=13, metadata={"min": 1})
+    normalization: Normalization = field(default_factory=Normalization)
+    text: Literal["pair", "instruction", "response"] = "pair"
+    enabled: bool = True
+    sources: Optional[list[str]] = None
+    name: Optional[str] = None
+
+    def validate(self) -> None:
+        if not self.benchmarks:
+            raise ConfigError("benchmarks", "list at least one benchmark")
+        names = [b.name for b in self.benchmarks]
+        for i, n in enumerate(names):
+            if n in names[:i]:
+                raise ConfigError(f"benchmarks[{i}].name", f"duplicate benchmark name {n!r}")
+
+
+FilterSpec = Union[LengthFilter, RedTeamRatingFilter, LanguageFilter, ToxicityFilter, DecontaminationFilter]
 
 
 @dataclass

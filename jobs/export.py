@@ -12,7 +12,9 @@ pairs table and conf give byte-identical parts.
 
 `manifest.json` beside the parts records the input files with their row
 counts, the Delta table versions read, counts per source (read, kept,
-dropped by reason), each part's rows and sha256, the conf and the git commit.
+dropped by reason), each part's rows and sha256, the benchmarks the pairs were
+decontaminated against (`decontamination`, from the pairs commit), the conf
+and the git commit.
 
 Beside them, in the same release folder (so the switch of `CURRENT` covers
 them): the files of the other formats of `export.formats` (jsonl, chat,
@@ -268,6 +270,7 @@ def run_export(spark, conf: Config, run: RunContext | None = None, as_of_version
         },
         "inputs": _input_files(spark, conf, lake, pairs_meta.get("ingest_log_version")),
         "counts": _counts_per_source(pairs),
+        "decontamination": pairs_meta.get("decontamination"),
         "total_rows": total,
         "parts": parts,
         "formats": list(conf.export.formats),

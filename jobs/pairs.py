@@ -12,7 +12,10 @@ dropped rows stay, with their reason. The model filters' score columns follow (`
 `lang_prob`, `instruction_<class>`, `response_<class>`; null on rows dropped
 before the filter ran). The commit records the bronze versions it read and,
 under `scorers`, the versioned name of each model filter's scorer by filter
-name (e.g. `{"toxicity": "toxicity/detoxify-original"}`).
+name (e.g. `{"toxicity": "toxicity/detoxify-original"}`), and under
+`decontamination` the benchmarks checked (files with sha256, item counts; see
+`udfs.decontamination`), which are part of the conf digest: a changed
+benchmark file recomputes every pair.
 
 The candidates of a `web_text` source are its rows of the generate stage's
 `silver/qa` table (one per generated question, `item` = `<type>/<k>`), their
@@ -42,6 +45,7 @@ from pyspark.sql import functions as F
 from jobs.config import Config, Source
 from jobs.confload import to_dict
 from jobs.lake import Lake, RunContext, commit_metadata, is_delta, latest_version, overwrite, read_version
+from udfs.decontamination import decontamination_summaries
 from udfs.dialogue import split_first_exchange_cols
 from udfs.filters import DROP_REASON, apply_filters, reason_kind, scorer_names, with_text_lengths
 
@@ -140,14 +144,17 @@ def build_pairs(
     return pairs.withColumn("pairs_run_id", F.lit(run.run_id)).select(*PAIR_COLUMNS, *[c for c in pairs.columns if c not in PAIR_COLUMNS]), versions
 
 
-def pairs_digest(conf: Config) -> str:
-    """What the content of a pairs row depends on besides its bronze row: the sources and the filters."""
+def pairs_digest(conf: Config, benchmarks: dict | None = None) -> str:
+    """What the content of a pairs row depends on besides its bronze row: the sources, the filters
+    and the content of the decontamination benchmarks (`benchmarks`, their summaries)."""
     relevant = {
         "sources": [(s.name, s.label, s.format) for s in conf.enabled_sources],
         "filters": [to_dict(f) for f in conf.filters],
         "dedup": to_dict(conf.dedup),
         "keys": KEYS,
     }
+    if benchmarks:
+        relevant["benchmarks"] = benchmarks
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
@@ -241,11 +248,14 @@ def run_pairs(spark, conf: Config, run: RunContext | None = None, full: bool = F
     started = time.monotonic()
     log_version = latest_version(spark, lake.ingest_log) if is_delta(spark, lake.ingest_log) else None
     qa_version = _qa_version(spark, conf, lake)
-    digest = pairs_digest(conf)
+    benchmarks = decontamination_summaries(spark, conf.filters)
+    digest = pairs_digest(conf, benchmarks)
     metadata = {"stage": "pairs", "run_id": run.run_id, "scorers": scorer_names(conf.filters), "conf_digest": digest, "ingest_log_version": log_version, "qa_version": qa_version}
+    if benchmarks:
+        metadata["decontamination"] = benchmarks
     previous = commit_metadata(spark, lake.pairs, latest_version(spark, lake.pairs)) if is_delta(spark, lake.pairs) else None
     if full or previous is None or previous.get("conf_digest") != digest:
-        why = "forced" if full else "no table yet" if previous is None else "sources or filters changed"
+        why = "forced" if full else "no table yet" if previous is None else "sources, filters or benchmarks changed"
         log.info("recomputing every pair (%s)", why)
         pairs, versions = build_pairs(spark, conf, lake, run, qa_version=qa_version)
         overwrite(pairs, lake.pairs, metadata | {"bronze_versions": versions})

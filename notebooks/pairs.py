@@ -5,7 +5,7 @@
 # MAGIC Cuts every bronze dialogue to its first (instruction, response), scores it and applies the conf's
 # MAGIC filters in order, writing **`<lake>/silver/pairs`**: one row per candidate pair with its score columns
 # MAGIC and `drop_reason` (null when kept). Only bronze rows without a pair are scored, unless the conf's
-# MAGIC sources or filters changed.
+# MAGIC sources or filters, or the decontamination filter's benchmark files, changed.
 # MAGIC
 # MAGIC Widgets: `conf` is the YAML conf file (relative to the repository root, absolute, or a conf shipped in the
 # MAGIC wheel); `overrides` holds `dotted.key=value` lines, as `--set` does on the command line, e.g.

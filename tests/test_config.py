@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import CONF_DIR, Config, LanguageFilter, LengthFilter, RedTeamRatingFilter, ToxicityFilter, load_config
+from jobs.config import CONF_DIR, Config, DecontaminationFilter, LanguageFilter, LengthFilter, RedTeamRatingFilter, ToxicityFilter, load_config
 from jobs.confload import ConfigError
 
 BASE = """
@@ -47,9 +47,11 @@ def test_shipped_confs_load():
     assert [s.name for s in local.sources] == ["helpful_online", "helpful_rejection_sampled", "red_team_attempts", "wikitext"]
     assert local.export.rows_per_part == 250 and base.export.rows_per_part == 10000
     # The overlay keeps the base's filters, in order, with the seed's thresholds.
-    assert [type(f) for f in local.filters] == [LengthFilter, LengthFilter, RedTeamRatingFilter, LanguageFilter, ToxicityFilter]
+    assert [type(f) for f in local.filters] == [LengthFilter, LengthFilter, RedTeamRatingFilter, DecontaminationFilter, LanguageFilter, ToxicityFilter]
+    # The decontamination benchmarks are the same in both (local.yaml repeats the list).
+    assert local.filters[3] == base.filters[3] and [b.name for b in base.filters[3].benchmarks] == ["humaneval", "mbpp", "gsm8k", "squad"]
     # Local mode scores toxicity with the shipped offline model; the base conf names Detoxify.
-    assert local.filters[4].backend == "profanity_check" and load_config(CONF_DIR / "base.yaml").filters[4].backend == "detoxify"
+    assert local.filters[5].backend == "profanity_check" and load_config(CONF_DIR / "base.yaml").filters[5].backend == "detoxify"
     assert local.filters[1].min_chars == 100 and local.filters[1].sources == ["hh_helpful"]
     assert local.filters[2].max_rating == 2.0 and local.filters[2].sources == ["hh_harmless"]
     assert local.export.template == "User: {instruction}\n\nAssistant: {response}<|endoftext|>"

@@ -6,7 +6,8 @@ the first failing filter in conf order. The cheap filters here are built-in
 Column expressions: no Python runs per row. The model filters (`language`
 in `udfs.language`, `toxicity` in `udfs.toxicity`) run pandas UDFs that
 score only the rows still kept when their turn comes; rows dropped before
-keep null scores.
+keep null scores. `decontamination` (`udfs.decontamination`) joins the word
+n-grams of the kept pairs with those of evaluation benchmarks.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Optional
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from jobs.config import FilterSpec, LanguageFilter, LengthFilter, RedTeamRatingFilter, ToxicityFilter
+from jobs.config import DecontaminationFilter, FilterSpec, LanguageFilter, LengthFilter, RedTeamRatingFilter, ToxicityFilter
 
 DROP_REASON = "drop_reason"
 
@@ -94,12 +95,22 @@ def filter_toxicity(df: DataFrame, spec: ToxicityFilter, texts_seen=None) -> Dat
     return run(df, spec, texts_seen)
 
 
+def filter_decontamination(df: DataFrame, spec: DecontaminationFilter) -> DataFrame:
+    """`contaminated:<benchmark>` for pairs sharing a word n-gram with a benchmark (`udfs.decontamination`)."""
+    if not spec.enabled:
+        return df
+    from udfs.decontamination import filter_decontamination as run
+
+    return run(df, spec)
+
+
 FILTERS = {
     "instruction_length": filter_length,
     "response_length": filter_length,
     "red_team_rating": filter_red_team_rating,
     "language": filter_language,
     "toxicity": filter_toxicity,
+    "decontamination": filter_decontamination,
 }
 MODEL_FILTERS = ("language", "toxicity")
 

@@ -12,7 +12,9 @@ pairs table and conf give byte-identical parts.
 
 `manifest.json` beside the parts records the input files with their row
 counts, the Delta table versions read, counts per source (read, kept,
-dropped by reason), each part's rows and sha256, the conf and the git commit.
+dropped by reason), each part's rows and sha256, the conf, the git commit,
+and `code_execution`: the sandbox that verified the code pairs and whether it
+is the weaker `process` fallback (`udfs.sandbox.code_execution`).
 
     spark-submit jobs/export.py --conf conf/local.yaml
 """
@@ -40,6 +42,7 @@ from jobs.faults import checkpoint
 from jobs.lake import Lake, RunContext, commit_metadata, git_commit, read_version, with_position
 from udfs.filters import DROP_REASON
 from udfs.pair_format import PairTemplate
+from udfs.sandbox import code_execution
 
 log = logging.getLogger("instructlake.export")
 
@@ -244,6 +247,7 @@ def run_export(spark, conf: Config, run: RunContext | None = None, as_of_version
         "total_rows": total,
         "parts": parts,
         "conf": conf.as_dict(),
+        "code_execution": code_execution(conf.code.sandbox.kind),
     }
     storage.write_text(spark, storage.join(release, "manifest.json"), json.dumps(manifest, indent=2) + "\n")
     checkpoint("export.release_written")

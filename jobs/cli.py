@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     helps = {
         "run": "the whole pipeline: ingest, generate, pairs, export",
         "ingest": "raw files into bronze Delta tables (one per source)",
-        "generate": "web-text paragraphs into synthetic question-answer pairs with an LLM (silver qa table)",
+        "generate": "synthetic question-answer pairs and Python functions with an LLM; programs run with their tests",
         "pairs": "bronze dialogues into the silver pairs table, with scores and drop reasons",
         "export": "kept pairs into JSON parts and manifest.json",
     }
@@ -155,10 +155,12 @@ def _run(args, conf) -> int:
 
             run_ingest(spark, conf, run)
         if args.command in ("run", "generate"):
+            from jobs.generate_code import run_code
             from jobs.generate_qa import run_generate
 
             generated = run_generate(spark, conf, run)
-            counts = generated.counts if generated is not None else []
+            coded = run_code(spark, conf, run)
+            counts = (generated.counts if generated is not None else []) + (coded.counts if coded is not None else [])
         if args.command in ("run", "pairs"):
             from jobs.pairs import run_pairs
 

@@ -57,7 +57,7 @@ class Source:
 
     name: str
     label: str
-    format: Literal["hh_rlhf", "red_team", "web_text"]
+    format: Literal["hh_rlhf", "red_team", "web_text", "conala", "mbpp", "humaneval"]
     paths: list[str]
     enabled: bool = True
 
@@ -481,6 +481,53 @@ class QaSettings:
 
 
 @dataclass
+class CodeSandbox:
+    """Where programs with tests run (`udfs.sandbox`): `bwrap` (bubblewrap: no network, a read-only
+    /usr, a private /tmp, uid 65534) or the weaker `process` fallback (own session and limits only).
+    Every value goes into the key of an execution: changing one runs the programs again."""
+
+    kind: Literal["bwrap", "process"] = "bwrap"
+    python: str = "/usr/bin/python3"   # a system interpreter: bwrap shows the program only /usr
+    timeout_s: float = field(default=10.0, metadata={"min": 0.1})
+    cpu_s: int = field(default=10, metadata={"min": 1})
+    memory_mb: int = field(default=512, metadata={"min": 64})
+    max_processes: int = field(default=16, metadata={"min": 1})
+    max_file_mb: int = field(default=16, metadata={"min": 0})
+    max_output_bytes: int = field(default=65536, metadata={"min": 1024})
+
+
+@dataclass
+class CodeGeneration:
+    """New Python functions written by the LLM (label `label`): a few-shot prompt of tasks from the
+    TRAIN split of the mbpp source `examples_source`, `count` generations (0: none). Nothing is
+    generated while that source is not enabled (the generate stage says so)."""
+
+    count: int = field(default=0, metadata={"min": 0})
+    examples_source: Optional[str] = None
+    label: str = "python_code"
+    prompt: str = "conf/prompts/python_functions.txt"
+    examples: int = field(default=3, metadata={"min": 1, "max": 8})
+    example_tests: int = field(default=3, metadata={"min": 1})  # asserts shown per example (the model writes as many)
+    seed: int = 0
+    max_tokens: int = field(default=320, metadata={"min": 16})
+
+    def validate(self) -> None:
+        _check_name("label", self.label)
+        if self.count and not self.examples_source:
+            raise ConfigError("examples_source", "name the mbpp source whose train split gives the examples")
+
+
+@dataclass
+class CodeSettings:
+    """Python code sources (conala, mbpp, humaneval) and generated functions (`jobs.generate_code`)."""
+
+    sandbox: CodeSandbox = field(default_factory=CodeSandbox)
+    generate: CodeGeneration = field(default_factory=CodeGeneration)
+    conala_compile_check: bool = True   # CoNaLa snippets (no tests) are compiled, never run
+    parallelism: Optional[int] = field(default=None, metadata={"min": 1})  # tasks running programs
+
+
+@dataclass
 class Config:
     sources: list[Source]
     spark: SparkSettings = field(default_factory=SparkSettings)
@@ -490,6 +537,7 @@ class Config:
     llm: LlmSettings = field(default_factory=LlmSettings)
     qa: QaSettings = field(default_factory=QaSettings)
     dedup: DedupSettings = field(default_factory=DedupSettings)
+    code: CodeSettings = field(default_factory=CodeSettings)
 
     def validate(self) -> None:
         if not self.sources:
@@ -499,7 +547,11 @@ class Config:
             if s.name in seen:
                 raise ConfigError(f"sources[{i}].name", f"duplicate source name {s.name!r}")
             seen.add(s.name)
-        labels = {s.label for s in self.sources}
+        labels = {s.label for s in self.sources} | ({self.code.generate.label} if self.code.generate.count else set())
+        gen = self.code.generate
+        named = [s for s in self.sources if s.name == gen.examples_source]
+        if gen.count and named and named[0].format != "mbpp":
+            raise ConfigError("code.generate.examples_source", f"source {gen.examples_source!r} is not an mbpp source")
         for i, f in enumerate(self.filters):
             for key in ("sources", "instruction_sources", "response_sources"):
                 for label in getattr(f, key, None) or []:

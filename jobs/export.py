@@ -13,8 +13,9 @@ pairs table and conf give byte-identical parts.
 `manifest.json` beside the parts records the input files with their row
 counts, the Delta table versions read, counts per source (read, kept,
 dropped by reason), each part's rows and sha256, the benchmarks the pairs were
-decontaminated against (`decontamination`, from the pairs commit), the conf
-and the git commit.
+decontaminated against (`decontamination`, from the pairs commit), the conf,
+the git commit, and `code_execution`: the sandbox that verified the code pairs
+and whether it is the weaker `process` fallback (`udfs.sandbox.code_execution`).
 
 Beside them, in the same release folder (so the switch of `CURRENT` covers
 them): the files of the other formats of `export.formats` (jsonl, chat,
@@ -51,6 +52,7 @@ from jobs.formats import SPLIT, seeded_hash, select_rows, split_col, write_forma
 from jobs.lake import Lake, RunContext, commit_metadata, git_commit, read_version, with_position
 from udfs.filters import DROP_REASON, reason_kind
 from udfs.pair_format import PairTemplate
+from udfs.sandbox import code_execution
 
 log = logging.getLogger("instructlake.export")
 
@@ -279,6 +281,7 @@ def run_export(spark, conf: Config, run: RunContext | None = None, as_of_version
         "selection": selection,
         "scorers": pairs_meta.get("scorers", {}),
         "conf": conf.as_dict(),
+        "code_execution": code_execution(conf.code.sandbox.kind),
     }
     report = write_report_and_card(spark, conf, lake, pairs, selected, manifest, exported, release)
     storage.write_text(spark, storage.join(release, "manifest.json"), json.dumps(manifest, indent=2) + "\n")

@@ -40,7 +40,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from jobs import ingest_hh, ingest_red_team, ingest_webtext, storage
+from jobs import ingest_code, ingest_hh, ingest_red_team, ingest_webtext, storage
 from jobs.config import Config, Source
 from jobs.faults import checkpoint
 from jobs.lake import Lake, RunContext, is_delta, merge_rows
@@ -53,6 +53,9 @@ READERS = {
     "hh_rlhf": (ingest_hh.read_records, ingest_hh.FIELDS, True),
     "red_team": (ingest_red_team.read_records, ingest_red_team.FIELDS, False),
     "web_text": (ingest_webtext.read_records, ingest_webtext.FIELDS, False),
+    "conala": (ingest_code.read_conala, ingest_code.CONALA_FIELDS, False),
+    "mbpp": (ingest_code.read_lines, ingest_code.MBPP_FIELDS, True),
+    "humaneval": (ingest_code.read_lines, ingest_code.HUMANEVAL_FIELDS, True),
 }
 
 PROVENANCE = ["source", "source_name", "source_file", "row_index", "content_id", "ingest_run_id", "ingested_at"]

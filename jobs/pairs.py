@@ -22,6 +22,11 @@ The candidates of a `web_text` source are its rows of the generate stage's
 `drop_reason` the question-answer checks' one; the commit records the qa
 table version read (`qa_version`).
 
+The candidates of a code source (`conala`, `mbpp`, `humaneval`, and the generated
+functions of `python_code`) come from `jobs.generate_code.code_pair_rows`, with the
+execution result of their program (`exec_status`, `exec_reason`, `exec_duration_s`,
+`exec_stderr_tail`); the commit records the code tables' versions (`code_versions`).
+
     spark-submit jobs/pairs.py --conf conf/local.yaml
 """
 from __future__ import annotations
@@ -102,8 +107,23 @@ def with_pair_id(df: DataFrame) -> DataFrame:
     )
 
 
+def _derived_rows(spark, conf: Config, lake: Lake, source: Source, bronze: DataFrame, qa_version, code_versions):
+    """The candidates a generate step builds for a source (web_text: silver/qa; the code formats:
+    `jobs.generate_code`), or None for a source whose bronze rows are dialogues."""
+    from jobs.generate_code import CODE_FORMATS, code_pair_rows
+
+    if source.format == "web_text":
+        from jobs.generate_qa import qa_pair_rows
+
+        return qa_pair_rows(spark, lake, source, qa_version)
+    if source.format in CODE_FORMATS:
+        return code_pair_rows(spark, conf, lake, source, bronze, code_versions)
+    return None
+
+
 def build_pairs(
-    spark, conf: Config, lake: Lake, run: RunContext, done: DataFrame | None = None, qa_version: int | None = None
+    spark, conf: Config, lake: Lake, run: RunContext, done: DataFrame | None = None, qa_version: int | None = None,
+    code_versions: dict | None = None,
 ) -> tuple[DataFrame, dict[str, int]]:
     """The pairs DataFrame (not yet written) and the bronze versions it reads.
 
@@ -120,10 +140,8 @@ def build_pairs(
                 f"bronze table for source {source.name!r} not found at {uri}; run `instructlake ingest` first"
             )
         bronze, versions[source.name] = read_version(spark, uri)
-        if source.format == "web_text":
-            from jobs.generate_qa import qa_pair_rows
-
-            rows = qa_pair_rows(spark, lake, source, qa_version)
+        rows = _derived_rows(spark, conf, lake, source, bronze, qa_version, code_versions)
+        if rows is not None:
             if done is not None:
                 rows = rows.join(
                     done.where(F.col("source_name") == source.name).drop("source_name"),
@@ -139,7 +157,7 @@ def build_pairs(
                 "left_anti",
             )
         parts.append(with_first_exchange(bronze, source))
-    pairs = reduce(DataFrame.unionByName, parts)
+    pairs = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), parts)
     pairs = pairs.transform(with_text_lengths).transform(apply_filters, conf.filters).transform(with_pair_id)
     return pairs.withColumn("pairs_run_id", F.lit(run.run_id)).select(*PAIR_COLUMNS, *[c for c in pairs.columns if c not in PAIR_COLUMNS]), versions
 
@@ -158,35 +176,32 @@ def pairs_digest(conf: Config, benchmarks: dict | None = None) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
-def _bronze_keys(spark, conf: Config, lake: Lake, versions: dict[str, int], qa_version: int | None = None) -> DataFrame:
-    from jobs.generate_qa import qa_pair_rows
+def _bronze_keys(spark, conf: Config, lake: Lake, versions: dict[str, int], qa_version: int | None = None,
+                 code_versions: dict | None = None) -> DataFrame:
+    def keys(s: Source) -> DataFrame:
+        bronze = read_version(spark, lake.bronze(s.name), versions[s.name])[0]
+        derived = _derived_rows(spark, conf, lake, s, bronze, qa_version, code_versions)
+        if derived is not None:
+            return derived.select(*KEYS, "content_id")
+        return bronze.select(F.lit(s.name).alias("source_name"), "source_file", "row_index", F.lit("").alias("item"), "content_id")
 
-    return reduce(
-        DataFrame.unionByName,
-        [
-            qa_pair_rows(spark, lake, s, qa_version).select(*KEYS, "content_id")
-            if s.format == "web_text"
-            else read_version(spark, lake.bronze(s.name), versions[s.name])[0].select(
-                F.lit(s.name).alias("source_name"), "source_file", "row_index", F.lit("").alias("item"), "content_id"
-            )
-            for s in conf.enabled_sources
-        ],
-    )
+    return reduce(DataFrame.unionByName, [keys(s) for s in conf.enabled_sources])
 
 
 def update_pairs(
-    spark, conf: Config, lake: Lake, run: RunContext, metadata: dict, previous_qa_version: int | None = None
+    spark, conf: Config, lake: Lake, run: RunContext, metadata: dict, previous_qa_version: int | None = None,
+    previous_code_versions: dict | None = None,
 ) -> dict[str, int] | None:
     """Score only the bronze rows that have no pair yet, and drop pairs whose bronze row is gone,
     in one MERGE commit. Returns the bronze versions read, or None when nothing changed."""
     from delta.tables import DeltaTable
 
-    qa_version = metadata.get("qa_version")
+    qa_version, code_versions = metadata.get("qa_version"), metadata.get("code_versions")
     done = spark.read.format("delta").load(lake.pairs).select(*KEYS, "content_id")
-    new, versions = build_pairs(spark, conf, lake, run, done, qa_version)
-    if versions == metadata.get("bronze_versions") and qa_version == previous_qa_version:
+    new, versions = build_pairs(spark, conf, lake, run, done, qa_version, code_versions)
+    if versions == metadata.get("bronze_versions") and qa_version == previous_qa_version and code_versions == previous_code_versions:
         return None
-    current = _bronze_keys(spark, conf, lake, versions, qa_version)
+    current = _bronze_keys(spark, conf, lake, versions, qa_version, code_versions)
     new_keys = current.join(done, [*KEYS, "content_id"], "left_anti").select(*KEYS)
     stale = (
         done.join(current, [*KEYS, "content_id"], "left_anti")
@@ -248,20 +263,24 @@ def run_pairs(spark, conf: Config, run: RunContext | None = None, full: bool = F
     started = time.monotonic()
     log_version = latest_version(spark, lake.ingest_log) if is_delta(spark, lake.ingest_log) else None
     qa_version = _qa_version(spark, conf, lake)
+    from jobs.generate_code import code_versions
+
     benchmarks = decontamination_summaries(spark, conf.filters)
     digest = pairs_digest(conf, benchmarks)
-    metadata = {"stage": "pairs", "run_id": run.run_id, "scorers": scorer_names(conf.filters), "conf_digest": digest, "ingest_log_version": log_version, "qa_version": qa_version}
+    metadata = {"stage": "pairs", "run_id": run.run_id, "scorers": scorer_names(conf.filters), "conf_digest": digest, "ingest_log_version": log_version, "qa_version": qa_version,
+                "code_versions": code_versions(spark, conf, lake)}
     if benchmarks:
         metadata["decontamination"] = benchmarks
     previous = commit_metadata(spark, lake.pairs, latest_version(spark, lake.pairs)) if is_delta(spark, lake.pairs) else None
     if full or previous is None or previous.get("conf_digest") != digest:
         why = "forced" if full else "no table yet" if previous is None else "sources, filters or benchmarks changed"
         log.info("recomputing every pair (%s)", why)
-        pairs, versions = build_pairs(spark, conf, lake, run, qa_version=qa_version)
+        pairs, versions = build_pairs(spark, conf, lake, run, qa_version=qa_version, code_versions=metadata["code_versions"])
         overwrite(pairs, lake.pairs, metadata | {"bronze_versions": versions})
     else:
         versions = update_pairs(
-            spark, conf, lake, run, metadata | {"bronze_versions": previous.get("bronze_versions")}, previous.get("qa_version")
+            spark, conf, lake, run, metadata | {"bronze_versions": previous.get("bronze_versions")}, previous.get("qa_version"),
+            previous.get("code_versions"),
         )
         if versions is None:
             versions = previous["bronze_versions"]

@@ -8,6 +8,11 @@
 # MAGIC call in **`<lake>/silver/generations`**, and writes the checked, balanced pairs into **`<lake>/silver/qa`**,
 # MAGIC where the pairs stage picks them up as `synthetic_qa`. A re-run calls the model only for new prompts.
 # MAGIC
+# MAGIC Then the Python code sources: functions written by the model from MBPP train examples (`code.generate`), and
+# MAGIC every program with tests (MBPP prompt and train tasks, HumanEval, the generated functions) run once in the
+# MAGIC sandbox of `code.sandbox` (bubblewrap, or the weaker `process` fallback where user namespaces are not
+# MAGIC allowed), into **`<lake>/silver/code_functions`** and **`<lake>/silver/executions`**.
+# MAGIC
 # MAGIC Widgets: `conf` is the YAML conf file (relative to the repository root, absolute, or a conf shipped in the
 # MAGIC wheel); `overrides` holds `dotted.key=value` lines, as `--set` does on the command line, e.g.
 # MAGIC `llm.backend=openai`.
@@ -36,3 +41,15 @@ if result is None:
 else:
     print(f"{result.calls} model call(s), {result.cache_hits} from the cache; tables {result.tables}")
     print(format_summary(result.counts))
+
+# COMMAND ----------
+
+from jobs.generate_code import run_code
+
+code = run_code(spark, conf)
+if code is None:
+    print("no code source enabled: no program to run")
+else:
+    print(f"{code.generations} function(s) generated, {code.calls} model call(s); {code.programs} program(s) with tests, "
+          f"{code.executed} run now ({code.sandbox} sandbox); tables {code.tables}")
+    print(format_summary(code.counts))

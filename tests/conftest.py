@@ -28,17 +28,20 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-# The web-text source makes the pipeline run a language model: off unless a test turns it on.
+# The web-text source makes the pipeline run a language model, the code sources run programs:
+# off unless a test turns them on.
 NO_WEB_TEXT = "sources.wikitext.enabled=false"
+NO_CODE = ["sources.conala.enabled=false", "sources.mbpp.enabled=false", "code.generate.count=0"]
+NO_CODE_ARGS = [a for s in NO_CODE for a in ("--set", s)]  # the same, for the command line
 
 
 def local_conf(tmp_path: Path, *overrides: str):
-    """conf/local.yaml with the lake and output under tmp_path (and the web-text source off)."""
+    """conf/local.yaml with the lake and output under tmp_path (and the web-text and code sources off)."""
     from jobs.config import load_config
 
     return load_config(
         REPO / "conf" / "local.yaml",
-        [NO_WEB_TEXT, f"paths.lake={(tmp_path / 'lake').as_uri()}", f"paths.output={(tmp_path / 'out').as_uri()}", *overrides],
+        [NO_WEB_TEXT, *NO_CODE, f"paths.lake={(tmp_path / 'lake').as_uri()}", f"paths.output={(tmp_path / 'out').as_uri()}", *overrides],
     )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyspark
 import pytest
 
-from conftest import NO_WEB_TEXT, REPO, local_conf, release_dir
+from conftest import NO_CODE_ARGS, NO_WEB_TEXT, REPO, local_conf, release_dir
 from daemons import Daemon, free_port
 from jobs import jars
 from jobs.lake import RunContext
@@ -77,7 +77,7 @@ def test_pipeline_on_standalone_cluster_matches_local_mode(spark, tmp_path, clus
          "--conf", "spark.executor.memory=1g", "--conf", f"spark.pyspark.python={sys.executable}",
          "--conf", "spark.ui.enabled=false",
          str(REPO / "jobs" / "pipeline.py"), "--conf", "conf/local.yaml",
-         "--set", f"paths.lake={lake}", "--set", f"paths.output={out}", "--set", NO_WEB_TEXT],
+         "--set", f"paths.lake={lake}", "--set", f"paths.output={out}", "--set", NO_WEB_TEXT, *NO_CODE_ARGS],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=900,
     )
     assert submit.returncode == 0, (submit.stdout + submit.stderr)[-4000:]

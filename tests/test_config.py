@@ -44,7 +44,7 @@ def test_shipped_confs_load():
     local = load_config(CONF_DIR / "local.yaml")
     base = load_config(CONF_DIR / "base.yaml")
     assert isinstance(local, Config) and isinstance(base, Config)
-    assert [s.name for s in local.sources] == ["helpful_online", "helpful_rejection_sampled", "red_team_attempts", "wikitext"]
+    assert [s.name for s in local.sources] == ["helpful_online", "helpful_rejection_sampled", "red_team_attempts", "wikitext", "conala", "mbpp"]
     assert local.export.rows_per_part == 250 and base.export.rows_per_part == 10000
     # The overlay keeps the base's filters, in order, with the seed's thresholds.
     assert [type(f) for f in local.filters] == [LengthFilter, LengthFilter, RedTeamRatingFilter, DecontaminationFilter, LanguageFilter, ToxicityFilter]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from delta.tables import DeltaTable
 
-from conftest import NO_WEB_TEXT, REPO, SAMPLE, release_dir
+from conftest import NO_CODE, NO_WEB_TEXT, REPO, SAMPLE, release_dir
 
 NOTEBOOKS = ["ingest", "generate", "pairs", "export", "pipeline"]
 
@@ -77,6 +77,7 @@ def sample_overrides(tmp_path: Path) -> str:
             f"sources.helpful_rejection_sampled.paths=[{SAMPLE / 'hh-rlhf/helpful-rejection-sampled/test.jsonl.gz'}]",
             f"sources.red_team_attempts.paths=[{SAMPLE / 'red-team-attempts/red_team_attempts.json'}]",
             NO_WEB_TEXT,
+            *NO_CODE,
         ]
     )
 

@@ -18,7 +18,7 @@ import pytest
 from pyspark.sql import functions as F
 
 import dedup_reference
-from conftest import NO_WEB_TEXT, REPO, SAMPLE, SHARED_DATA, local_conf, release_dir
+from conftest import NO_CODE_ARGS, NO_WEB_TEXT, REPO, SAMPLE, SHARED_DATA, local_conf, release_dir
 from jobs.lake import Lake, RunContext
 from jobs.pipeline import run_pipeline
 from udfs.pair_format import parse_pair
@@ -344,7 +344,7 @@ def test_each_job_runs_under_spark_submit(spark, tmp_path):
     run_pipeline(spark, in_process, RunContext())
     submit = Path(sys.executable).parent / "spark-submit"
     sets = ["--set", f"paths.lake={(tmp_path / 'b' / 'lake').as_uri()}", "--set", f"paths.output={(tmp_path / 'b' / 'out').as_uri()}",
-            "--set", NO_WEB_TEXT]
+            "--set", NO_WEB_TEXT, *NO_CODE_ARGS]
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import REPO, SAMPLE, local_conf, release_dir
+from conftest import NO_CODE_ARGS, REPO, SAMPLE, local_conf, release_dir
 from jobs.export import run_export
 from jobs.ingest import run_ingest
 from jobs.lake import Lake, RunContext
@@ -204,7 +204,7 @@ class Paused:
 
 def cli_args(stage, conf_path, tmp_path):
     return [stage, "--conf", str(conf_path), "--set", f"paths.lake={(tmp_path / 'lake').as_uri()}",
-            "--set", f"paths.output={(tmp_path / 'out').as_uri()}"]
+            "--set", f"paths.output={(tmp_path / 'out').as_uri()}", *NO_CODE_ARGS]
 
 
 def test_export_killed_mid_write_leaves_previous_release(spark, tmp_path):

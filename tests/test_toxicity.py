@@ -13,7 +13,7 @@ import sys
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import REPO, local_conf
+from conftest import NO_CODE_ARGS, REPO, local_conf
 from jobs.config import LanguageFilter, LengthFilter, ToxicityFilter
 from jobs.confload import ConfigError, build
 from udfs.filters import DROP_REASON, apply_filters, scorer_names, with_text_lengths
@@ -244,7 +244,7 @@ def test_offline_without_config_folder_stops_with_one_line(tmp_path, tiny):
     proc = subprocess.run(
         [sys.executable, "-m", "jobs.cli", "run", "--conf", str(REPO / "conf" / "local.yaml"),
          "--set", f"paths.lake={(tmp_path / 'lake').as_uri()}", "--set", f"paths.output={(tmp_path / 'out').as_uri()}",
-         "--set", "filters.toxicity.backend=detoxify", "--set", f"filters.toxicity.checkpoint={ckpt}"],
+         "--set", "filters.toxicity.backend=detoxify", "--set", f"filters.toxicity.checkpoint={ckpt}", *NO_CODE_ARGS],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
     )
     assert proc.returncode == 2, proc.stderr[-3000:]

@@ -151,6 +151,10 @@ def filter_language(df, spec, texts_seen=None):
     from udfs.filters import DROP_REASON, applies_to, set_reason
 
     wanted = F.col(DROP_REASON).isNull() & applies_to(spec.sources)
+    if "source_format" in df.columns:  # pairs of code are not judged (see udfs.codegen.CODE_PAIR_FORMATS)
+        from udfs.codegen import CODE_PAIR_FORMATS
+
+        wanted = wanted & ~F.col("source_format").isin(*CODE_PAIR_FORMATS)
     df = with_language(df, spec, wanted, texts_seen)
     lang, prob = F.col("lang"), F.col("lang_prob")
     scored = lang.isNotNull()

@@ -244,7 +244,7 @@ def test_delta_tables(spark, real_run):
         "source", "source_name", "source_format", "source_file", "row_index", "item", "content_id", "ingest_run_id",
         "instruction", "response", "instruction_chars", "response_chars", "red_team_rating", "pair_id", "drop_reason",
         "pairs_run_id",
-    ] + ["lang", "lang_prob", "instruction_toxicity", "response_toxicity"]  # the model filters' scores
+    ] + ["contaminated_item"] + ["lang", "lang_prob", "instruction_toxicity", "response_toxicity"]  # decontamination, then the model filters' scores
     # Nothing deleted in silver: one row per bronze row; dropped rows keep their text-less reason.
     assert pairs.count() == 3886 + 60
     short = pairs.where(F.col("drop_reason") == "response_too_short").select("response_chars").collect()

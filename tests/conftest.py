@@ -32,16 +32,19 @@ def shared_data() -> Path:
 # off unless a test turns them on.
 NO_WEB_TEXT = "sources.wikitext.enabled=false"
 NO_CODE = ["sources.conala.enabled=false", "sources.mbpp.enabled=false", "code.generate.count=0"]
-NO_CODE_ARGS = [a for s in NO_CODE for a in ("--set", s)]  # the same, for the command line
+# conf/local.yaml writes every format; the tests write the JSON parts only unless they say otherwise.
+PARTS_ONLY = "export.formats=[json_parts]"
+NO_CODE_ARGS = [a for s in (*NO_CODE, PARTS_ONLY) for a in ("--set", s)]  # both, for the command line
 
 
 def local_conf(tmp_path: Path, *overrides: str):
-    """conf/local.yaml with the lake and output under tmp_path (and the web-text and code sources off)."""
+    """conf/local.yaml with the lake and output under tmp_path (the web-text and code sources off,
+    the JSON parts the only format)."""
     from jobs.config import load_config
 
     return load_config(
         REPO / "conf" / "local.yaml",
-        [NO_WEB_TEXT, *NO_CODE, f"paths.lake={(tmp_path / 'lake').as_uri()}", f"paths.output={(tmp_path / 'out').as_uri()}", *overrides],
+        [NO_WEB_TEXT, *NO_CODE, PARTS_ONLY, f"paths.lake={(tmp_path / 'lake').as_uri()}", f"paths.output={(tmp_path / 'out').as_uri()}", *overrides],
     )
 
 

@@ -124,7 +124,7 @@ def test_caps_and_weights_hold_in_the_export(spark, small_lake, tmp_path):
     assert mixed.report["funnel"]["hh_helpful"]["exported"] == counts["hh_helpful"] < mixed.report["funnel"]["hh_helpful"]["kept"]
 
 
-def test_default_export_writes_only_the_json_parts(spark, small_lake, tmp_path):
+def test_parts_only_export_writes_no_other_format(spark, small_lake, tmp_path):
     conf = local_conf(small_lake, *SMALL_LAKE, f"paths.output={(tmp_path / 'out').as_uri()}")
     result = run_export(spark, conf, RunContext())
     names = {p.name for p in release_dir(tmp_path / "out").iterdir()}

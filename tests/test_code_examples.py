@@ -39,6 +39,11 @@ def parts(out: Path) -> list:
     return [e for p in sorted(release_dir(out).glob("*_part*.json")) for e in json.loads(p.read_text(encoding="utf-8"))]
 
 
+def reason_kind(reason: str | None) -> str | None:
+    """`duplicate_of:<pair_id>` -> `duplicate_of`; other reasons as they are."""
+    return reason.split(":", 1)[0] if reason else None
+
+
 def _mutated(code: str) -> str:
     """The solution with its one return statement returning None."""
     return re.sub(r"^(\s*)return\b(.*)$", r"\1return None  # \2", code, count=1, flags=re.MULTILINE)
@@ -93,19 +98,20 @@ def test_conala_and_generated_functions_reach_the_parts(spark, code_runs):
     kept = {s: pairs.where((F.col("source") == s) & F.col("drop_reason").isNull()).collect() for s in by_source}
     for s in by_source:
         assert sorted(by_source[s]) == sorted((r["instruction"], r["response"]) for r in kept[s]), s
-    assert len(by_source["conala"]) >= 290 and by_source["python_code"] and by_source["mbpp"]
+    # Of the 300 CoNaLa records a few share their normalized intent (dedup keeps one of each).
+    assert len(by_source["conala"]) >= 280 and by_source["python_code"] and by_source["mbpp"]
     # CoNaLa: the rewritten intent, or the intent when it is null; snippets compiled, never run.
     conala = pairs.where(F.col("source") == "conala").collect()
     assert len(conala) == 300 and all(r["exec_status"] is None for r in conala)
     bronze = {r["row_index"]: r for r in spark.read.format("delta").load(Lake.of(conf).bronze("conala")).collect()}
     fallback = [r for r in conala if not bronze[r["row_index"]]["rewritten_intent"]]
     assert fallback and all(r["instruction"] == bronze[r["row_index"]]["intent"].strip() for r in fallback)
-    assert {r["drop_reason"] for r in conala} <= {None, "snippet_does_not_compile"}
+    assert {reason_kind(r["drop_reason"]) for r in conala} <= {None, "snippet_does_not_compile", "duplicate_of", "near_duplicate_of"}
     # Every kept code pair passed its tests in the bwrap sandbox.
     assert all(r["exec_status"] == "passed" for s in ("python_code", "mbpp") for r in kept[s])
     generated = pairs.where(F.col("source") == "python_code").collect()
     assert len(generated) == 3 and first.code.generations == 3 and first.code.calls == 3
-    assert {r["drop_reason"] for r in generated} <= {None, "no_task", "no_code", "no_function", "no_tests", "generation_failed",
+    assert {reason_kind(r["drop_reason"]) for r in generated} <= {None, "duplicate_of", "near_duplicate_of", "no_task", "no_code", "no_function", "no_tests", "generation_failed",
                                                       "exec_failed", "exec_error", "exec_timeout", "exec_killed"}
     assert first.export.manifest["code_execution"]["sandbox"] == "bwrap" and first.export.manifest["code_execution"]["weaker"] is False
 

@@ -25,8 +25,6 @@ checked in plain Python); drops of base pairs are counted apart (`unplanted`).
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import random
 import sys
 import tempfile
@@ -38,6 +36,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 import dedup_reference as ref  # noqa: E402  the plain-Python rule, to check the drops
+from hh_sample import hh_exchanges  # noqa: E402
 
 SOURCES = ["helpful_online", "helpful_rejection_sampled", "red_team_attempts"]
 SCHEMA = ("source_name string, source_file string, row_index long, item string, source string, "
@@ -45,23 +44,14 @@ SCHEMA = ("source_name string, source_file string, row_index long, item string, 
 
 
 def real_exchanges(data: Path) -> list[tuple[str, str]]:
-    from udfs.dialogue import split_first_exchange
-
     seen, out = set(), []
-    for path in sorted(data.rglob("*.jsonl.gz")):
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            for line in f:
-                record = json.loads(line)
-                for field in ("chosen", "rejected"):
-                    ex = split_first_exchange(record[field])
-                    if ex.error is not None or len(ex.instruction.split()) < 5 or len(ex.response.split()) < 20:
-                        continue
-                    key = ref.normalize(ex.instruction)
-                    if key not in seen:
-                        seen.add(key)
-                        out.append((ex.instruction, ex.response))
-    if not out:
-        raise SystemExit(f"no HH-RLHF dialogues under {data}")
+    for ex in hh_exchanges(data):
+        if ex.error is not None or len(ex.instruction.split()) < 5 or len(ex.response.split()) < 20:
+            continue
+        key = ref.normalize(ex.instruction)
+        if key not in seen:
+            seen.add(key)
+            out.append((ex.instruction, ex.response))
     return out
 
 

@@ -24,8 +24,6 @@ wide, 30,522-entry vocabulary) for texts/s at 128 and 256 tokens.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import os
 import shutil
 import sys
@@ -38,21 +36,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+from hh_sample import hh_exchanges  # noqa: E402
+
 
 def load_pairs(data: Path, n: int) -> list[tuple[str, str]]:
-    from udfs.dialogue import split_first_exchange
-
-    pairs = []
-    for path in sorted(data.rglob("*.jsonl.gz")):
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            for line in f:
-                record = json.loads(line)
-                for field in ("chosen", "rejected"):
-                    ex = split_first_exchange(record[field])
-                    if ex.error is None:
-                        pairs.append((ex.instruction, ex.response))
-    if not pairs:
-        raise SystemExit(f"no HH-RLHF dialogues under {data}")
+    pairs = [(ex.instruction, ex.response) for ex in hh_exchanges(data) if ex.error is None]
     return [pairs[i % len(pairs)] for i in range(n)]
 
 

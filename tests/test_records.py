@@ -62,3 +62,25 @@ def test_typed_fields_reasons(spark):
         ("wrong_type:tags", None, None, None),
         (None, "ünïcödé ✓", None, None),
     ]
+
+
+def test_content_id_tells_apart_what_json_would(spark):
+    from udfs.records import canonical_text, content_id
+
+    fields = [Field("a", "string"), Field("b", "string"), Field("n", "double"), Field("tags", "array<string>")]
+    rows = [
+        ("ab", "c", 1.0, ["x"]),
+        ("a", "bc", 1.0, ["x"]),      # the same characters, cut elsewhere
+        (None, "c", 1.0, ["x"]),      # a null is not a string "-"
+        ("-", "c", 1.0, ["x"]),
+        ("ab", "c", None, ["x"]),
+        ("ab", "c", 1.0, ["x", ""]),
+        ("ab", "c", 1.0, ["x"]),      # the first row again
+        ("ünï,:", "", 2.5, []),
+    ]
+    df = spark.createDataFrame(rows, "a string, b string, n double, tags array<string>")
+    got = df.select(canonical_text(fields).alias("t"), content_id(fields).alias("id")).collect()
+    assert got[0]["t"] == '2:ab,1:c,3:1.0,5:["x"]' and got[2]["t"] == '-,1:c,3:1.0,5:["x"]'
+    assert got[7]["t"] == "5:ünï,:,0:,3:2.5,2:[]"
+    ids = [r["id"] for r in got]
+    assert ids[0] == ids[6] and len(set(ids)) == 7 and all(len(i) == 64 for i in ids)

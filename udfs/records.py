@@ -10,9 +10,10 @@ first problem found (`blank_line`, `malformed_json`, `not_a_json_object`,
 
 `inspect_file` checks a raw file's bytes: whether a gzip file is complete and
 intact (Spark's reader, told to skip corrupt files, stops at a truncated
-member without saying so), and which lines are not valid UTF-8 (Spark's
-decoder silently puts U+FFFD in place of such bytes, so a Latin-1 or UTF-16
-file would otherwise pass as text).
+member without saying so). Whether the bytes are UTF-8 is checked by Spark
+(`is_valid_utf8` on the text as read: Spark keeps a line's bytes as they are,
+and a Latin-1 or UTF-16 file would otherwise pass as text), in the readers'
+`_valid_utf8` column.
 
 `split_json_array` is the pure function that cuts a JSON array file into its
 element texts, keeping the elements before a syntax error.
@@ -54,30 +55,54 @@ def _path(name: str) -> str:
 
 
 def with_typed_fields(df: DataFrame, fields: list[Field], raw: str = "raw") -> DataFrame:
-    """Adds a typed column per field and `_error` (see module doc)."""
-    v = F.try_parse_json(F.col(raw))
+    """Adds a typed column per field and `_error` (see module doc).
+
+    Each record is parsed once, into a column of its own: written as one
+    expression, every check would parse the record again (Spark does not
+    share work between the branches of a CASE WHEN).
+    """
+    parsed = df.select("*", F.try_parse_json(F.col(raw)).alias("_v"))
+    v = F.col("_v")
+    values = {f.name: F.try_variant_get(v, _path(f.name), "variant") for f in fields}
+    parsed = parsed.select(
+        "*", F.schema_of_variant(v).alias("_kind"),
+        *[F.schema_of_variant(values[f.name]).alias(f"_kind_{f.name}") for f in fields],
+    )
     checks: list[tuple[Column, Column]] = [
         (F.col(raw).isNull() | (F.trim(F.col(raw)) == ""), F.lit("blank_line")),
         (v.isNull(), F.lit("malformed_json")),
-        (~F.schema_of_variant(v).startswith("OBJECT"), F.lit("not_a_json_object")),
+        (~F.col("_kind").startswith("OBJECT"), F.lit("not_a_json_object")),
     ]
     for f in fields:
-        value = F.try_variant_get(v, _path(f.name), "variant")
-        kind = F.schema_of_variant(value)
-        absent = value.isNull() | (kind == "VOID")
+        kind = F.col(f"_kind_{f.name}")
+        absent = kind.isNull() | (kind == "VOID")
         if f.required:
             checks.append((absent, F.lit(f"missing_field:{f.name}")))
         checks.append((~absent & ~kind.rlike(_KINDS[f.type]), F.lit(f"wrong_type:{f.name}")))
     error = reduce(lambda acc, c: acc.when(c[0], c[1]), checks[1:], F.when(*checks[0]))
-    out = df.withColumn("_error", error)
-    for f in fields:
-        out = out.withColumn(f.name, F.when(F.col("_error").isNull(), F.try_variant_get(v, _path(f.name), f.type)))
-    return out
+    out = parsed.withColumn("_error", error)
+    out = out.withColumns({f.name: F.when(F.col("_error").isNull(), F.try_variant_get(v, _path(f.name), f.type)) for f in fields})
+    return out.drop("_v", "_kind", *[f"_kind_{f.name}" for f in fields])
+
+
+def canonical_text(fields: list[Field]) -> Column:
+    """The typed fields as one unambiguous text: each value as `<characters>:<text>` (a string as
+    it is, an array as JSON, another value cast to a string), a null as `-`, joined by `,`.
+
+    Cheaper than JSON for long texts (nothing is escaped, no second encoding), and as exact:
+    the length says where each value ends.
+    """
+    def one(f: Field) -> Column:
+        c = F.col(f.name)
+        text = c if f.type == "string" else F.to_json(c) if f.type.startswith("array") else c.cast("string")
+        return F.coalesce(F.concat(F.length(text).cast("string"), F.lit(":"), text), F.lit("-"))
+
+    return F.concat_ws(",", *[one(f) for f in fields])
 
 
 def content_id(fields: list[Field]) -> Column:
-    """A stable id of a record: sha256 of its typed fields as canonical JSON."""
-    return F.sha2(F.to_json(F.struct(*[F.col(f.name) for f in fields])), 256)
+    """A stable id of a record: sha256 of its typed fields (`canonical_text`)."""
+    return F.sha2(canonical_text(fields), 256)
 
 
 def split_json_array(text: Optional[str]) -> Iterator[tuple[int, str, Optional[str]]]:
@@ -131,20 +156,6 @@ def split_json_array(text: Optional[str]) -> Iterator[tuple[int, str, Optional[s
         return
 
 
-def _lines_not_utf8(chunk: bytes, first_line: int) -> list[int]:
-    try:
-        chunk.decode("utf-8")
-        return []
-    except UnicodeDecodeError:
-        bad = []
-        for i, line in enumerate(chunk.splitlines()):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError:
-                bad.append(first_line + i)
-        return bad
-
-
 def _gunzip_chunks(content: bytes, problems: list[str]) -> Iterator[bytes]:
     """Decompressed chunks of a (possibly multi-member) gzip file; a problem is appended, not raised."""
     data = content
@@ -167,42 +178,33 @@ def _gunzip_chunks(content: bytes, problems: list[str]) -> Iterator[bytes]:
             return
 
 
-def inspect_file(content: Optional[bytes], gzipped: bool) -> tuple[Optional[str], list[int]]:
-    """(file problem, indices of lines that are not UTF-8) for a raw file's bytes.
-
-    The problem is None, `empty_file`, `truncated_gzip` or `corrupt_gzip`. Lines
-    are split like Spark's text reader does (LF, CRLF or CR).
-    """
+def inspect_file(content: Optional[bytes], gzipped: bool) -> Optional[str]:
+    """The problem of a raw file's bytes: None, `empty_file`, `truncated_gzip` or `corrupt_gzip`."""
     if not content:
-        return "empty_file", []
+        return "empty_file"
+    if not gzipped:
+        return None
     problems: list[str] = []
-    chunks = _gunzip_chunks(content, problems) if gzipped else iter([content])
-    bad: list[int] = []
-    pending, line_no = b"", 0
-    for chunk in chunks:
-        pending += chunk
-        cut = pending.rfind(b"\n") + 1
-        if cut:
-            complete, pending = pending[:cut], pending[cut:]
-            bad += _lines_not_utf8(complete, line_no)
-            line_no += len(complete.splitlines())
-    if pending:
-        bad += _lines_not_utf8(pending, line_no)
-    if gzipped and not problems and line_no == 0 and not pending:
-        problems.append("empty_file")
-    return (problems[0] if problems else None), bad
+    empty = True
+    for chunk in _gunzip_chunks(content, problems):
+        empty = empty and not chunk
+    if problems:
+        return problems[0]
+    return "empty_file" if empty else None
 
 
-READ_SCHEMA = "source_file string, row_index long, raw string, _read_error string"
+READ_SCHEMA = "source_file string, row_index long, raw string, _read_error string, _valid_utf8 boolean"
 # (file text, file URI) -> (row_index, raw record, read error) for each record of the file
 RecordSplitter = Callable[[Optional[str], str], Iterator[tuple[int, Optional[str], Optional[str]]]]
 
 
-def read_whole_files(spark, files: list[str], split: RecordSplitter, checkpoint_name: Optional[str] = None) -> DataFrame:
+def read_whole_files(spark, files: list[str], split: RecordSplitter, checkpoint_name: Optional[str] = None,
+                     tolerant: bool = True) -> DataFrame:
     """`READ_SCHEMA` rows for the records of files that must be read whole (a JSON array, WikiText
     articles): each file is one Spark task, its text split into records by `split` in a Python worker.
 
-    `checkpoint_name` names a fault checkpoint (`jobs.faults`) passed once per batch.
+    `checkpoint_name` names a fault checkpoint (`jobs.faults`) passed once per batch. `tolerant`:
+    a truncated or corrupt gzip file gives what could be read (see `ingest_hh.read_lines`).
     """
 
     def explode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -212,16 +214,18 @@ def read_whole_files(spark, files: list[str], split: RecordSplitter, checkpoint_
             if checkpoint_name:
                 checkpoint(checkpoint_name)
             rows = [
-                (source_file, index, raw, error)
-                for source_file, text in zip(batch["source_file"], batch["value"])
+                (source_file, index, raw, error, valid)
+                for source_file, text, valid in zip(batch["source_file"], batch["value"], batch["_valid_utf8"])
                 for index, raw, error in split(text, source_file)
             ]
-            yield pd.DataFrame(rows, columns=["source_file", "row_index", "raw", "_read_error"])
+            yield pd.DataFrame(rows, columns=["source_file", "row_index", "raw", "_read_error", "_valid_utf8"])
 
+    option = str(tolerant).lower()
     whole = reduce(
         DataFrame.unionByName,
         [
-            spark.read.option("ignoreCorruptFiles", "true").text(f, wholetext=True).select(F.lit(f).alias("source_file"), "value")
+            spark.read.option("ignoreCorruptFiles", option).text(f, wholetext=True)
+            .select(F.lit(f).alias("source_file"), "value", F.is_valid_utf8("value").alias("_valid_utf8"))
             for f in files
         ],
     )

@@ -58,11 +58,11 @@ def _split_array(text, source_file):
     return split_json_array(text)
 
 
-def read_conala(spark, files: list[str]) -> DataFrame:
-    """(source_file, row_index, raw, _read_error) for each element of the CoNaLa JSON arrays."""
-    return read_whole_files(spark, files, _split_array)
+def read_conala(spark, files: list[str], tolerant: bool = True) -> DataFrame:
+    """`READ_SCHEMA` rows for each element of the CoNaLa JSON arrays."""
+    return read_whole_files(spark, files, _split_array, tolerant=tolerant)
 
 
-def read_lines(spark, files: list[str]) -> DataFrame:
-    """(source_file, row_index, raw, _read_error) for each line of JSON-lines files (gzipped or not)."""
-    return ingest_hh.read_records(spark, files)
+def read_lines(spark, files: list[str], tolerant: bool = True) -> DataFrame:
+    """`READ_SCHEMA` rows for each line of JSON-lines files (gzipped or not)."""
+    return ingest_hh.read_records(spark, files, tolerant)

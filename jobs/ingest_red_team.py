@@ -30,6 +30,6 @@ def _split(text, source_file):
     return split_json_array(text)
 
 
-def read_records(spark, files: list[str]) -> DataFrame:
-    """(source_file, row_index, raw, _read_error) for each element of the JSON-array files."""
-    return read_whole_files(spark, files, _split, checkpoint_name="worker.red_team_split")
+def read_records(spark, files: list[str], tolerant: bool = True) -> DataFrame:
+    """`READ_SCHEMA` rows for each element of the JSON-array files."""
+    return read_whole_files(spark, files, _split, checkpoint_name="worker.red_team_split", tolerant=tolerant)

@@ -38,6 +38,6 @@ def _paragraphs(text, source_file):
     return paragraph_records(text, source_file)
 
 
-def read_records(spark, files: list[str]) -> DataFrame:
-    """(source_file, row_index, raw, _read_error) for each paragraph or bad record of the files."""
-    return read_whole_files(spark, files, _paragraphs)
+def read_records(spark, files: list[str], tolerant: bool = True) -> DataFrame:
+    """`READ_SCHEMA` rows for each paragraph or bad record of the files."""
+    return read_whole_files(spark, files, _paragraphs, tolerant=tolerant)

@@ -76,14 +76,15 @@ def git_commit() -> str:
 _ID_BITS = 33  # monotonically_increasing_id() puts the partition index above bit 33
 
 
-def with_position(df: DataFrame, name: str, ids: str | None = None) -> DataFrame:
+def with_position(df: DataFrame, name: str, ids: str | None = None, with_total: bool = False):
     """Adds `name`: each row's 0-based position in `df`'s row order.
 
     No shuffle and no collect of rows: one small count per partition gives
     each partition's offset. The order is that of `monotonically_increasing_id()`,
     taken here, or earlier into the column `ids` (for rows that were sorted
     and materialized: reading files back does not keep partition order).
-    `df` is read twice, so it must give the same rows every time.
+    `df` is read twice, so it must give the same rows every time. With
+    `with_total`, returns (DataFrame, number of rows) (and `ids` must be given).
     """
     if ids is None:
         if df.rdd.getNumPartitions() <= 1:
@@ -97,9 +98,11 @@ def with_position(df: DataFrame, name: str, ids: str | None = None) -> DataFrame
         offsets += [F.lit(row["pid"]), F.lit(total)]
         total += row["count"]
     if not offsets:
-        return df.withColumn(name, F.lit(0).cast("long")).drop(ids)
-    position = F.element_at(F.create_map(*offsets), pid) + local
-    return df.withColumn(name, position.cast("long")).drop(ids)
+        out = df.withColumn(name, F.lit(0).cast("long")).drop(ids)
+    else:
+        position = F.element_at(F.create_map(*offsets), pid) + local
+        out = df.withColumn(name, position.cast("long")).drop(ids)
+    return (out, total) if with_total else out
 
 
 def is_delta(spark, uri: str) -> bool:
@@ -137,15 +140,37 @@ def commit_metadata(spark, uri: str, version: int) -> dict:
     return json.loads(rows[0][0])
 
 
-def overwrite(df: DataFrame, uri: str, metadata: dict) -> None:
-    """Replace a table's content in one Delta commit that carries `metadata`."""
-    (
-        df.write.format("delta")
-        .mode("overwrite")
-        .option("overwriteSchema", "true")
-        .option("userMetadata", json.dumps(metadata, sort_keys=True))
-        .save(uri)
-    )
+def commit_metrics(spark, uri: str) -> dict:
+    """The operation metrics of the table's latest commit (e.g. `numOutputRows`), as strings."""
+    from delta.tables import DeltaTable
+
+    row = DeltaTable.forPath(spark, uri).history(1).select("operationMetrics").first()
+    return dict(row[0] or {}) if row else {}
+
+
+def overwrite(df: DataFrame, uri: str, metadata: dict, properties: Optional[dict] = None) -> None:
+    """Replace a table's content in one Delta commit that carries `metadata` (`properties`: table
+    properties of a table this creates)."""
+    _writer(df, "overwrite", metadata, properties).option("overwriteSchema", "true").save(uri)
+
+
+def stats_only_on(columns: list[str]) -> dict:
+    """Table properties that limit Delta's per-file statistics to `columns` (those the jobs filter
+    on): by default Delta computes them for the first 32 columns, long texts included, on every write."""
+    return {"delta.dataSkippingStatsColumns": ",".join(columns)}
+
+
+def _writer(df: DataFrame, mode: str, metadata: dict, properties: Optional[dict]):
+    w = df.write.format("delta").mode(mode).option("userMetadata", json.dumps(metadata, sort_keys=True))
+    for key, value in (properties or {}).items():  # applied when the write creates the table
+        w = w.option(key, value)
+    return w
+
+
+def append_rows(df: DataFrame, uri: str, metadata: dict, properties: Optional[dict] = None) -> None:
+    """Append `df` to the table at `uri` (creating it, with the table `properties`, if needed) in one
+    Delta commit that carries `metadata`."""
+    _writer(df, "append", metadata, properties).save(uri)
 
 
 def merge_rows(

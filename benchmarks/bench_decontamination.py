@@ -33,7 +33,7 @@ from pyspark.sql import functions as F  # noqa: E402
 from jobs.config import load_config  # noqa: E402
 from jobs.session import get_spark  # noqa: E402
 from udfs.decontamination import ITEM_COLUMN, benchmark_index, filter_decontamination  # noqa: E402
-from udfs.dialogue import split_first_exchange_cols  # noqa: E402
+from udfs.dialogue import with_first_exchange  # noqa: E402
 
 
 def pairs_of(df: DataFrame, instruction, response) -> DataFrame:
@@ -45,9 +45,8 @@ def pairs_of(df: DataFrame, instruction, response) -> DataFrame:
 
 def hh_pairs(spark, paths: list[str]) -> DataFrame:
     dialogues = reduce(DataFrame.unionByName, [spark.read.json(p).select("chosen") for p in paths])
-    instruction, response, error = split_first_exchange_cols(F.col("chosen"))
-    return dialogues.select(
-        F.lit("bench").alias("source"), instruction.alias("instruction"), response.alias("response"), error.alias("drop_reason")
+    return with_first_exchange(dialogues, "chosen", ("instruction", "response", "drop_reason")).select(
+        F.lit("bench").alias("source"), "instruction", "response", "drop_reason"
     )
 
 

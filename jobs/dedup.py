@@ -159,13 +159,15 @@ def dedup_reasons(pairs: DataFrame, conf: Config, cached: list | None = None) ->
     are persisted; the persisted DataFrames are appended to `cached` for the caller to unpersist.
     """
     spec = conf.dedup
+    if not spec.enabled:  # only the reasons of an earlier dedup are cleared
+        return pairs.where(reason_kind(F.col(DROP_REASON)).isin(*KINDS)).select(
+            *KEYS, F.col(DROP_REASON).alias("_current"), F.lit(None).cast("string").alias(DROP_REASON)
+        )
     base = pairs.where(F.col(DROP_REASON).isNull() | reason_kind(F.col(DROP_REASON)).isin(*KINDS)).select(
         *KEYS, "source", "pair_id", F.col(DROP_REASON).alias("_current"),
         normalized(F.col("instruction"), spec).alias("_ni"), normalized(F.col("response"), spec).alias("_nr"),
         priority(conf).alias("_prio"),
     )
-    if not spec.enabled:
-        return base.select(*KEYS, "_current", F.lit(None).cast("string").alias(DROP_REASON))
     exact = exact_duplicates(base, spec)
     if spec.near and cached is not None:
         exact = exact.persist()
@@ -203,7 +205,7 @@ def run_dedup(spark, conf: Config, lake: Lake, run_id: str) -> int:
             spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", json.dumps(metadata, sort_keys=True))
             try:
                 DeltaTable.forPath(spark, lake.pairs).alias("t").merge(changes.alias("s"), cond).whenMatchedUpdate(
-                    set={DROP_REASON: F.col(f"s.{DROP_REASON}")}
+                    set={DROP_REASON: F.col(f"s.{DROP_REASON}"), "pairs_run_id": F.lit(run_id)}
                 ).execute()
             finally:
                 spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")

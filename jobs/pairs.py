@@ -49,9 +49,9 @@ from pyspark.sql import functions as F
 
 from jobs.config import Config, Source
 from jobs.confload import to_dict
-from jobs.lake import Lake, RunContext, commit_metadata, is_delta, latest_version, overwrite, read_version
+from jobs.lake import Lake, RunContext, commit_metadata, is_delta, latest_version, overwrite, read_version, stats_only_on
 from udfs.decontamination import decontamination_summaries
-from udfs.dialogue import split_first_exchange_cols
+from udfs.dialogue import with_first_exchange as split_dialogues
 from udfs.filters import DROP_REASON, apply_filters, reason_kind, scorer_names, with_text_lengths
 
 log = logging.getLogger("instructlake.pairs")
@@ -66,6 +66,8 @@ PAIR_COLUMNS = [
 # `item` tells apart the pairs of one bronze row: "" for a dialogue, `<type>/<k>` for the
 # generated questions of a web_text paragraph (see jobs.generate_qa).
 KEYS = ["source_name", "source_file", "row_index", "item"]
+# Delta keeps per-file statistics only of the columns the jobs filter the table on, not of the texts.
+PAIRS_PROPERTIES = stats_only_on(["source", *KEYS, DROP_REASON])
 
 
 class MissingTableError(RuntimeError):
@@ -82,9 +84,9 @@ class PairsResult:
 
 def with_first_exchange(bronze: DataFrame, source: Source) -> DataFrame:
     """Bronze rows to candidate pairs: the dialogue split plus provenance; `drop_reason` holds split failures."""
-    instruction, response, error = split_first_exchange_cols(F.col(DIALOGUE_COLUMN[source.format]))
     rating = F.col("rating") if source.format == "red_team" else F.lit(None).cast("double")
-    return bronze.select(
+    split = split_dialogues(bronze.withColumn("_rating", rating), DIALOGUE_COLUMN[source.format], ("instruction", "response", DROP_REASON))
+    return split.select(
         F.lit(source.label).alias("source"),
         F.lit(source.name).alias("source_name"),
         F.lit(source.format).alias("source_format"),
@@ -93,10 +95,10 @@ def with_first_exchange(bronze: DataFrame, source: Source) -> DataFrame:
         F.lit("").alias("item"),
         "content_id",
         "ingest_run_id",
-        instruction.alias("instruction"),
-        response.alias("response"),
-        rating.alias("red_team_rating"),
-        error.alias(DROP_REASON),
+        "instruction",
+        "response",
+        F.col("_rating").alias("red_team_rating"),
+        DROP_REASON,
     )
 
 
@@ -276,7 +278,7 @@ def run_pairs(spark, conf: Config, run: RunContext | None = None, full: bool = F
         why = "forced" if full else "no table yet" if previous is None else "sources, filters or benchmarks changed"
         log.info("recomputing every pair (%s)", why)
         pairs, versions = build_pairs(spark, conf, lake, run, qa_version=qa_version, code_versions=metadata["code_versions"])
-        overwrite(pairs, lake.pairs, metadata | {"bronze_versions": versions})
+        overwrite(pairs, lake.pairs, metadata | {"bronze_versions": versions}, PAIRS_PROPERTIES)
     else:
         versions = update_pairs(
             spark, conf, lake, run, metadata | {"bronze_versions": previous.get("bronze_versions")}, previous.get("qa_version"),

@@ -168,9 +168,13 @@ def test_rerun_without_change_adds_no_version_and_a_lost_dedup_commit_is_repaire
     finally:
         spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
     assert table_rows(spark, conf, where)["chain_c"]["drop_reason"] is None
-    repaired = run_pairs(spark, conf, RunContext())
+    run = RunContext()
+    repaired = run_pairs(spark, conf, run)
     assert repaired.version == result.version + 2 and table_rows(spark, conf, where) == before
     assert repaired.counts == result.counts
+    # the rows whose reason the repair changed carry its run id
+    near = spark.read.format("delta").load(lake.pairs).where(F.col("drop_reason").startswith("near_duplicate_of:"))
+    assert near.count() and {r["pairs_run_id"] for r in near.select("pairs_run_id").collect()} == {run.run_id}
 
 
 def real_pairs(shared_data: Path, n: int) -> list[dict]:

@@ -5,9 +5,8 @@ import gzip
 import json
 
 import pytest
-from pyspark.sql import functions as F
 
-from udfs.dialogue import Exchange, split_first_exchange, split_first_exchange_cols
+from udfs.dialogue import Exchange, split_first_exchange, with_first_exchange
 
 CASES = [
     # (name, dialogue, expected Exchange)
@@ -67,8 +66,7 @@ def test_split_very_long_text():
 
 def _spark_split(spark, dialogues):
     df = spark.createDataFrame([(i, d) for i, d in enumerate(dialogues)], "i long, d string")
-    instruction, response, error = split_first_exchange_cols(F.col("d"))
-    rows = df.select("i", instruction.alias("a"), response.alias("b"), error.alias("e")).orderBy("i").collect()
+    rows = with_first_exchange(df, "d", ("a", "b", "e")).select("i", "a", "b", "e").orderBy("i").collect()
     return [Exchange(r["a"], r["b"], r["e"]) for r in rows]
 
 

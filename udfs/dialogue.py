@@ -28,22 +28,17 @@ from __future__ import annotations
 import re
 from typing import NamedTuple, Optional
 
-from pyspark.sql import Column
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 WS = r"[ \t\n\x0B\f\r]"
 HWS = r"[ \t\x0B\f\r]"  # whitespace but newline
 
-# Java and Python spell "end of input" differently (\z and \Z).
-_HEAD = rf"^{WS}*Human:"
-_PAIR_BODY = rf"{WS}*Human:(.*?)\n\nAssistant:(.*?)(?=\n\nHuman:|"
-PAIR_RE_JAVA = rf"(?s)^{_PAIR_BODY}\z)"
-PAIR_RE_PY = re.compile(rf"\A{_PAIR_BODY}\Z)", re.S)
+PAIR_RE_PY = re.compile(rf"\A{WS}*Human:(.*?)\n\nAssistant:(.*?)(?=\n\nHuman:|\Z)", re.S)
 _HEAD_PY = re.compile(rf"\A{WS}*Human:")
 # One or more turn markers of the same speaker (empty turns included) become one newline.
 MERGE_HUMAN = rf"(?:{WS}*\n\nHuman:)+{WS}*"
 MERGE_ASSISTANT = rf"(?:{WS}*\n\nAssistant:)+{WS}*"
-STRIP_JAVA = rf"^{WS}+|{WS}+\z"
 BLANK_LINES = rf"\n(?:{HWS}*\n)+"
 NEWLINES_JAVA = r"\r\n?"
 
@@ -95,34 +90,59 @@ def split_first_exchange(dialogue: Optional[str]) -> Exchange:
 
 
 # --- Spark: the same rules as built-in Column expressions (no Python round trip) ---
+# Plain string functions (substring_index, btrim, contains: one linear scan each) find the
+# turns; a regular expression runs only where it can change something (a CR, a repeated
+# turn marker, a newline), on the short halves rather than the whole dialogue.
+
+WS_CHARS = " \t\n\x0b\f\r"
+_HUMAN, _ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
+_REST = 1 << 30  # "to the end" for substr
+
 
 def strip_ws_col(c: Column) -> Column:
-    return F.regexp_replace(c, STRIP_JAVA, "")
+    return F.btrim(c, F.lit(WS_CHARS))
 
 
 def collapse_blank_lines_col(c: Column) -> Column:
-    return F.regexp_replace(c, BLANK_LINES, "\n")
+    return F.when(c.contains("\n"), F.regexp_replace(c, BLANK_LINES, "\n")).otherwise(c)
 
 
-def split_first_exchange_cols(dialogue: Column) -> tuple[Column, Column, Column]:
-    """(instruction, response, error) Columns for a dialogue Column; see module doc."""
-    text = F.regexp_replace(dialogue, NEWLINES_JAVA, "\n")
-    matched = text.rlike(PAIR_RE_JAVA)
-    instruction = collapse_blank_lines_col(
-        strip_ws_col(F.regexp_replace(F.regexp_extract(text, PAIR_RE_JAVA, 1), MERGE_HUMAN, "\n"))
+def _merge_turns(c: Column, marker: str, pattern: str) -> Column:
+    return F.when(c.contains(marker), F.regexp_replace(c, pattern, "\n")).otherwise(c)
+
+
+def with_first_exchange(df: DataFrame, dialogue: str, names: tuple[str, str, str] = ("instruction", "response", "error")) -> DataFrame:
+    """`df` with three columns added from its `dialogue` column: the instruction, the response and the
+    error (see module doc); instruction and response are null when the error is not.
+
+    Each intermediate text is a column of its own, computed once: written as one nested
+    expression, every branch of the CASE WHEN that picks the error would compute the
+    split again (Spark shares no work between the branches).
+    """
+    instruction, response, error = names
+    text = F.col(dialogue)
+    staged = df.withColumn("_text", F.when(text.contains("\r"), F.regexp_replace(text, NEWLINES_JAVA, "\n")).otherwise(text))
+    staged = staged.withColumn("_body", F.ltrim(F.col("_text"), F.lit(WS_CHARS)))
+    staged = staged.withColumn("_rest", F.col("_body").substr(F.lit(len("Human:") + 1), F.lit(_REST)))
+    staged = staged.withColumn("_first", F.substring_index(F.col("_rest"), _ASSISTANT, 1))  # all of _rest without a reply
+    staged = staged.withColumn(
+        "_reply", F.substring_index(F.col("_rest").substr(F.length("_first") + len(_ASSISTANT) + 1, F.lit(_REST)), _HUMAN, 1)
     )
-    response = strip_ws_col(F.regexp_replace(F.regexp_extract(text, PAIR_RE_JAVA, 2), MERGE_ASSISTANT, "\n"))
-    error = (
-        F.when(text.isNull() | (strip_ws_col(text) == ""), F.lit("empty_dialogue"))
-        .when(~text.rlike(f"(?s){_HEAD}") & ~text.contains("Human:"), F.lit("no_human_turn"))
-        .when(~text.rlike(f"(?s){_HEAD}"), F.lit("text_before_first_human_turn"))
-        .when(~matched, F.lit("no_assistant_reply"))
-        .when(instruction == "", F.lit("empty_instruction"))
-        .when(response == "", F.lit("empty_response"))
+    staged = staged.withColumns({
+        "_instruction": collapse_blank_lines_col(strip_ws_col(_merge_turns(F.col("_first"), _HUMAN, MERGE_HUMAN))),
+        "_response": strip_ws_col(_merge_turns(F.col("_reply"), _ASSISTANT, MERGE_ASSISTANT)),
+    })
+    head = F.col("_body").startswith("Human:")
+    why = (
+        F.when(F.col("_text").isNull() | (F.col("_body") == ""), F.lit("empty_dialogue"))
+        .when(~head & ~F.col("_text").contains("Human:"), F.lit("no_human_turn"))
+        .when(~head, F.lit("text_before_first_human_turn"))
+        .when(~F.col("_rest").contains(_ASSISTANT), F.lit("no_assistant_reply"))
+        .when(F.col("_instruction") == "", F.lit("empty_instruction"))
+        .when(F.col("_response") == "", F.lit("empty_response"))
     )
-    ok = error.isNull()
-    return (
-        F.when(ok, instruction),
-        F.when(ok, response),
-        error,
+    staged = staged.withColumn(error, why)
+    ok = F.col(error).isNull()
+    return staged.withColumns({instruction: F.when(ok, F.col("_instruction")), response: F.when(ok, F.col("_response"))}).drop(
+        "_text", "_body", "_rest", "_first", "_reply", "_instruction", "_response"
     )

@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from jobs import storage
@@ -74,7 +74,7 @@ class ExportResult:
 def order_key(conf: Config, lead: tuple = ()) -> list:
     """A total, deterministic order of the kept pairs (independent of file locations),
     after the columns `lead`."""
-    tie = [F.col("source_name"), F.col("row_index"), F.col("content_id"), F.col("source_file")]
+    tie = [F.col("source_name"), F.col("row_index"), F.col("content_id"), F.col("source_file"), F.col("item")]
     if conf.export.order == "source":
         rank = F.lit(len(conf.label_order))
         for i, label in reversed(list(enumerate(conf.label_order))):
@@ -93,8 +93,7 @@ def _number_rows(spark, kept: DataFrame, conf: Config, staging: str, lead: tuple
     sorted_uri = storage.join(staging, name)
     ordered = kept.orderBy(*order_key(conf, lead)).withColumn("_order", F.monotonically_increasing_id())
     ordered.write.mode("overwrite").parquet(sorted_uri)
-    numbered = with_position(spark.read.parquet(sorted_uri), "idx", ids="_order")
-    return numbered, numbered.count()
+    return with_position(spark.read.parquet(sorted_uri), "idx", ids="_order", with_total=True)
 
 
 def _rows_per_part(conf: Config, total: int) -> int:
@@ -103,30 +102,70 @@ def _rows_per_part(conf: Config, total: int) -> int:
     return max(1, math.ceil(total / conf.export.num_parts))
 
 
+KEY = "_key"  # the order of the rows (`order_key`) as one struct column
+
+
+def part_starts(spark, keys: DataFrame, conf: Config, staging: str) -> tuple[list, int, int]:
+    """(the key of the first row of each part, in order; the rows; rows per part) for the rows
+    whose `KEY` column is `keys`.
+
+    Only the keys are sorted, materialized in staging and numbered (see `with_position`):
+    the rows themselves are shuffled once, straight into their parts (`write_parts`).
+    """
+    uri = storage.join(staging, "keys")
+    keys.orderBy(KEY).withColumn("_order", F.monotonically_increasing_id()).write.mode("overwrite").parquet(uri)
+    numbered, total = with_position(spark.read.parquet(uri), "idx", ids="_order", with_total=True)
+    if total == 0:
+        return [], 0, 0
+    rpp = _rows_per_part(conf, total)
+    starts = numbered.where(F.col("idx") % rpp == 0).orderBy("idx").select(KEY).collect()
+    return [r[0] for r in starts], total, rpp
+
+
+def _part_of(key: Column, starts: list, key_type) -> Column:
+    """The 0-based part of a row with this key: a binary search of the parts' first keys."""
+
+    def literal(row) -> Column:
+        return F.struct(*[F.lit(v).cast(f.dataType).alias(f.name) for v, f in zip(row, key_type.fields)])
+
+    def search(lo: int, hi: int) -> Column:  # the part is in [lo, hi)
+        if hi - lo == 1:
+            return F.lit(lo)
+        mid = (lo + hi) // 2
+        return F.when(key < literal(starts[mid]), search(lo, mid)).otherwise(search(mid, hi))
+
+    return search(0, len(starts))
+
+
 def write_parts(spark, kept: DataFrame, conf: Config, release: str, staging: str) -> list[dict]:
-    """Write the JSON parts into the (new, unpublished) `release` folder; returns [{file, rows, bytes, sha256}]."""
-    numbered, total = _number_rows(spark, kept, conf, staging)
+    """Write the JSON parts into the (new, unpublished) `release` folder; returns [{file, rows, bytes, sha256}].
+
+    The keys alone are sorted to find where each part starts; then every row goes to
+    its part in one shuffle, is numbered within it (a window over the part, in key
+    order) and written by the part's task.
+    """
+    keyed = kept.withColumn(KEY, F.struct(*order_key(conf)))
+    starts, total, rpp = part_starts(spark, keyed.select(KEY), conf, staging)
     name = conf.export.name
     if total == 0:
         return []
-    rpp = _rows_per_part(conf, total)
+    n_parts = len(starts)
     template = PairTemplate.parse(conf.export.template)
     text = template.render_col(F.col("instruction"), F.col("response"))
     element = F.to_json(F.array(F.col("source"), text))
-    first = F.col("idx") % rpp == 0
-    last = (F.col("idx") == total - 1) | (F.col("idx") % rpp == rpp - 1)
+    size = F.when(F.col("part") == n_parts, F.lit(total - (n_parts - 1) * rpp)).otherwise(F.lit(rpp))
+    first, last = F.col("_n") == 1, F.col("_n") == size
     line = F.concat(F.when(first, F.lit("[\n")).otherwise(F.lit("")), element, F.when(last, F.lit("\n]")).otherwise(F.lit(",")))
     text_uri = storage.join(staging, "text")
     (
-        numbered.select((F.floor(F.col("idx") / rpp) + 1).cast("int").alias("part"), "idx", line.alias("line"))
-        .repartition("part")
-        .sortWithinPartitions("part", "idx")
-        .select("line", "part")
+        keyed.select((_part_of(F.col(KEY), starts, keyed.schema[KEY].dataType) + 1).alias("part"), KEY, "source", "instruction", "response")
+        .repartition(n_parts, "part")
+        .withColumn("_n", F.row_number().over(Window.partitionBy("part").orderBy(KEY)))
+        .select("part", line.alias("line"))
         .write.mode("overwrite")
         .partitionBy("part")
         .text(text_uri)
     )
-    n_parts = math.ceil(total / rpp)
     targets = []
     for k in range(1, n_parts + 1):
         files = [f for f in storage.list_files(spark, storage.join(text_uri, f"part={k}")) if f.endswith(".txt")]

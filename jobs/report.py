@@ -207,12 +207,17 @@ def examples(pairs: DataFrame, conf: Config) -> dict:
         return F.when(F.length(c) > EXAMPLE_CHARS, F.concat(F.substring(c, 1, EXAMPLE_CHARS), F.lit("…"))).otherwise(F.col(c))
 
     cols = ["source", DROP_REASON, cut("instruction").alias("instruction"), cut("response").alias("response")]
-    rank = F.row_number().over(Window.partitionBy(F.col("_kind")).orderBy(seeded_hash(conf.export.seed), "source_file", "item"))
-    picked = (pairs.withColumn("_kind", F.coalesce(reason_kind(F.col(DROP_REASON)), F.lit("")))
-              .withColumn("_n", rank).where(F.col("_n") <= F.when(F.col("_kind") == "", EXAMPLES).otherwise(EXAMPLES - 1))
-              .select("_kind", "_n", *cols).collect())
+    rank = F.row_number().over(Window.partitionBy(F.col("_kind")).orderBy("_order", "source_file", "item"))
+    # The texts are cut before the window, so its shuffle moves short rows, not whole pairs.
+    picked = (pairs.select(seeded_hash(conf.export.seed).alias("_order"), "source_file", "item",
+                           F.coalesce(reason_kind(F.col(DROP_REASON)), F.lit("")).alias("_kind"), *cols)
+              # a constant bound lets Spark keep only the first rows of each kind before its shuffle
+              .withColumn("_n", rank).where(F.col("_n") <= EXAMPLES)
+              .select("_kind", "_n", "source", DROP_REASON, "instruction", "response").collect())
     out: dict = {"kept": [], "dropped": {}}
     for r in sorted(picked, key=lambda r: (r["_kind"], r["_n"])):
+        if r["_kind"] and r["_n"] > EXAMPLES - 1:
+            continue
         item = {k: r[k] for k in ("source", DROP_REASON, "instruction", "response")}
         (out["kept"] if r["_kind"] == "" else out["dropped"].setdefault(r["_kind"], [])).append(item)
     return out

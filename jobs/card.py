@@ -138,6 +138,31 @@ def _filters_text(conf: Config) -> str:
     return "\n".join(lines) or "(none)"
 
 
+def _settings_line(name: str, settings) -> str:
+    values = {k: v for k, v in to_dict(settings).items() if v is not None}
+    return f"- {name}: `{json.dumps(values, sort_keys=True)}`"
+
+
+def _checks_text(conf: Config) -> str:
+    """The thresholds applied besides the filters: duplicates, the generated QA pairs' checks and
+    paragraph selection, and the sandbox that verified the code pairs (for the sources enabled)."""
+    formats = {s.format for s in conf.enabled_sources}
+    lines = [_settings_line("duplicates (`dedup`)", conf.dedup) if conf.dedup.enabled else "- duplicates: not removed (`dedup.enabled: false`)"]
+    if "web_text" in formats:
+        lines.append(_settings_line("question-answer checks (`qa.checks`)", conf.qa.checks))
+        paragraphs = {k: v for k, v in to_dict(conf.qa.paragraphs).items() if k != "filters"}
+        lines.append(f"- paragraph selection (`qa.paragraphs`): `{json.dumps(paragraphs, sort_keys=True)}`, then its "
+                     f"filters: {', '.join(f'`{f.rule}`' for f in conf.qa.paragraphs.filters) or 'none'}")
+        lines.append(f"- question types {', '.join(conf.qa.types)}; balance ratio {conf.qa.balance_ratio}; "
+                     f"at most {conf.qa.max_paragraphs} paragraphs")
+    if formats & {"conala", "mbpp", "humaneval"} or conf.code.generate.count:
+        lines.append(_settings_line("code execution sandbox (`code.sandbox`)", conf.code.sandbox)
+                     + "; only programs whose tests pass (`exec_status` passed) are kept")
+        if "conala" in formats:
+            lines.append(f"- CoNaLa snippets compiled, never run: `{conf.code.conala_compile_check}`")
+    return "\n".join(lines)
+
+
 def _selection_text(conf: Config) -> str:
     e = conf.export
     caps = json.dumps(e.max_rows_per_source) if e.max_rows_per_source else "none"
@@ -182,6 +207,7 @@ def render_card(conf: Config, manifest: dict, report: dict) -> str:
         "`parquet` has the columns of `jsonl`.",
         "",
         "## Filters", "", "Applied in this order; a pair's drop reason is the first one it fails.", "", _filters_text(conf), "",
+        "## Other checks and thresholds", "", _checks_text(conf), "",
         "## Selection and split", "", _selection_text(conf), "",
         "## Scorers", "", _md_table([["filter", "scorer"], *[[k, v] for k, v in sorted(scorers.items())]]) if scorers else "(none)", "",
         "## Provenance", "", _md_table(versions), "",

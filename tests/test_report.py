@@ -159,6 +159,7 @@ def test_dataset_card(all_formats_export):
     assert "https://github.com/anthropics/hh-rlhf" in body and "MIT" in body
     assert "Content warning" in body and "offensive" in body and "Known limitations" in body
     assert result.manifest["git_commit"] in body and "red_team_rating" in body and '"max_rating": 2.0' in body
+    assert "## Other checks and thresholds" in body and f"\"threshold\": {conf.dedup.threshold}" in body
     for name, t in result.manifest["tables"]["bronze"].items():
         assert f"| bronze/{name} | {t['version']} |" in body
     for filter_name, scorer in result.manifest["scorers"].items():
@@ -170,3 +171,20 @@ def test_datasets_reads_the_card_configs(all_formats_export):
     conf, result, release = all_formats_export
     chat = datasets.load_dataset(str(release), "chat")
     assert {s: chat[s].num_rows for s in chat} == result.manifest["split"]["rows"]
+
+
+def test_card_lists_the_thresholds_besides_the_filters():
+    from jobs.card import _checks_text
+    from jobs.config import load_config
+
+    conf = load_config("conf/local.yaml")
+    text = _checks_text(conf)
+    # duplicates, the generated QA pairs' checks and paragraph selection, the code sandbox: each with its values
+    assert f'"threshold": {conf.dedup.threshold}' in text and f'"shingle_words": {conf.dedup.shingle_words}' in text
+    assert f'"min_grounding": {conf.qa.checks.min_grounding}' in text and f'"max_copy_overlap": {conf.qa.checks.max_copy_overlap}' in text
+    assert f'"min_chars": {conf.qa.paragraphs.min_chars}' in text and "`language`" in text
+    assert f'"timeout_s": {conf.code.sandbox.timeout_s}' in text and f'"memory_mb": {conf.code.sandbox.memory_mb}' in text
+    hh_only = load_config("conf/local.yaml", ["dedup.enabled=false", "sources.wikitext.enabled=false",
+                                              "sources.conala.enabled=false", "sources.mbpp.enabled=false",
+                                              "code.generate.count=0"])
+    assert _checks_text(hh_only) == "- duplicates: not removed (`dedup.enabled: false`)"

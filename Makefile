@@ -50,16 +50,27 @@ $(STAMP): pyproject.toml constraints.txt
 	  touch "$$tmp/.complete" && rm -rf "$(TORCH_DIR)" && mv "$$tmp" "$(TORCH_DIR)"; \
 	fi
 	$(PY) -c 'import site, sys; open(site.getsitepackages()[0] + "/instructlake-torch.pth", "w").write(sys.argv[1] + "\n")' "$(TORCH_DIR)"
-	@command -v c++ >/dev/null || command -v g++ >/dev/null || command -v clang++ >/dev/null || \
-	  echo "note: no C++ compiler found; pip needs one to build llama-cpp-python unless its wheel is in pip's cache (e.g. 'apt-get install build-essential')" >&2
+	@if ! ls "$(LLAMA_WHEELS)"/*.whl >/dev/null 2>&1; then \
+	  command -v c++ >/dev/null || command -v g++ >/dev/null || command -v clang++ >/dev/null || \
+	    echo "note: no C++ compiler found; pip needs one to build llama-cpp-python (e.g. 'apt-get install build-essential')" >&2; \
+	  echo "building llama-cpp-python $(LLAMA_VERSION) once for this machine into $(LLAMA_WHEELS) (a few minutes)"; \
+	  tmp="$(LLAMA_WHEELS).partial.$$$$"; rm -rf "$$tmp" && \
+	  CMAKE_ARGS="-DGGML_NATIVE=OFF $(CMAKE_ARGS)" $(PY) -m pip wheel --quiet --no-deps --no-cache-dir -w "$$tmp" "llama-cpp-python==$(LLAMA_VERSION)" && \
+	  rm -rf "$(LLAMA_WHEELS)" && mv "$$tmp" "$(LLAMA_WHEELS)"; \
+	fi
+	$(PY) -m pip install --quiet --no-deps "$(LLAMA_WHEELS)"/*.whl
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,detoxify,llm]'
 	touch $@
 
 # llama-cpp-python (the `llm` extra) comes from PyPI as source only: the first install on a machine
-# compiles llama.cpp (about 3 minutes on 2 cores; pip fetches CMake and Ninja itself, a C++ compiler
-# must be there) and keeps the wheel in pip's cache (~/.cache/pip/wheels), so every later .venv
-# installs it in seconds. The wheel is built for this machine's CPU: do not share that cache with
-# machines of another CPU family.
+# compiles llama.cpp (about 5 minutes on 2 cores; pip fetches CMake and Ninja itself, a C++ compiler
+# must be there) into a wheel kept in ~/.cache/instructlake/wheels (or $$INSTRUCTLAKE_WHEELS_DIR), so
+# every later .venv installs it in seconds. It is built with GGML_NATIVE=OFF (the baseline x86-64
+# flags with AVX2, not `-march=native`): a virtual machine can list CPU features (AMX, for one) that
+# its kernel does not let a process use, and a native build then dies of an illegal instruction.
+# Extra CMake flags for that build: `make setup CMAKE_ARGS=...`.
+LLAMA_VERSION := $(shell sed -n 's/^llama_cpp_python==//p' constraints.txt)
+LLAMA_WHEELS := $(or $(INSTRUCTLAKE_WHEELS_DIR),$(HOME)/.cache/instructlake/wheels)/llama-cpp-python-$(LLAMA_VERSION)-portable-$(PY_TAG)
 
 # The Delta Lake jars, fetched once from Maven Central into ~/.cache/instructlake/jars
 # (or $$INSTRUCTLAKE_JARS_DIR); later runs need no network.

@@ -130,17 +130,19 @@ def _md_table(rows: list[list]) -> str:
     return "\n".join(lines + ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows[1:]])
 
 
+def _settings_json(settings, leave_out: tuple = ()) -> str:
+    """A conf section's set values as sorted JSON, without the keys `leave_out`."""
+    values = {k: v for k, v in to_dict(settings).items() if k not in leave_out and v is not None}
+    return json.dumps(values, sort_keys=True)
+
+
 def _filters_text(conf: Config) -> str:
-    lines = []
-    for i, spec in enumerate(conf.filters, start=1):
-        settings = {k: v for k, v in to_dict(spec).items() if k != "rule" and v is not None}
-        lines.append(f"{i}. `{spec.rule}`: `{json.dumps(settings, sort_keys=True)}`")
+    lines = [f"{i}. `{spec.rule}`: `{_settings_json(spec, ('rule',))}`" for i, spec in enumerate(conf.filters, start=1)]
     return "\n".join(lines) or "(none)"
 
 
 def _settings_line(name: str, settings) -> str:
-    values = {k: v for k, v in to_dict(settings).items() if v is not None}
-    return f"- {name}: `{json.dumps(values, sort_keys=True)}`"
+    return f"- {name}: `{_settings_json(settings)}`"
 
 
 def _checks_text(conf: Config) -> str:
@@ -150,8 +152,7 @@ def _checks_text(conf: Config) -> str:
     lines = [_settings_line("duplicates (`dedup`)", conf.dedup) if conf.dedup.enabled else "- duplicates: not removed (`dedup.enabled: false`)"]
     if "web_text" in formats:
         lines.append(_settings_line("question-answer checks (`qa.checks`)", conf.qa.checks))
-        paragraphs = {k: v for k, v in to_dict(conf.qa.paragraphs).items() if k != "filters"}
-        lines.append(f"- paragraph selection (`qa.paragraphs`): `{json.dumps(paragraphs, sort_keys=True)}`, then its "
+        lines.append(f"- paragraph selection (`qa.paragraphs`): `{_settings_json(conf.qa.paragraphs, ('filters',))}`, then its "
                      f"filters: {', '.join(f'`{f.rule}`' for f in conf.qa.paragraphs.filters) or 'none'}")
         lines.append(f"- question types {', '.join(conf.qa.types)}; balance ratio {conf.qa.balance_ratio}; "
                      f"at most {conf.qa.max_paragraphs} paragraphs")

@@ -49,7 +49,7 @@ from jobs.config import Config
 from jobs.faults import checkpoint
 from jobs.generate_qa import qa_table
 from jobs.formats import SPLIT, seeded_hash, select_rows, split_col, write_formats
-from jobs.lake import Lake, RunContext, commit_metadata, git_commit, read_version, with_position
+from jobs.lake import Lake, RunContext, commit_metadata, git_commit, read_version, with_position_and_total
 from udfs.filters import DROP_REASON, reason_kind
 from udfs.pair_format import PairTemplate
 from udfs.sandbox import code_execution
@@ -93,7 +93,7 @@ def _number_rows(spark, kept: DataFrame, conf: Config, staging: str, lead: tuple
     sorted_uri = storage.join(staging, name)
     ordered = kept.orderBy(*order_key(conf, lead)).withColumn("_order", F.monotonically_increasing_id())
     ordered.write.mode("overwrite").parquet(sorted_uri)
-    return with_position(spark.read.parquet(sorted_uri), "idx", ids="_order", with_total=True)
+    return with_position_and_total(spark.read.parquet(sorted_uri), "idx", "_order")
 
 
 def _rows_per_part(conf: Config, total: int) -> int:
@@ -109,16 +109,16 @@ def part_starts(spark, keys: DataFrame, conf: Config, staging: str) -> tuple[lis
     """(the key of the first row of each part, in order; the rows; rows per part) for the rows
     whose `KEY` column is `keys`.
 
-    Only the keys are sorted, materialized in staging and numbered (see `with_position`):
+    Only the keys are sorted, materialized in staging and numbered (`jobs.lake.with_position_and_total`):
     the rows themselves are shuffled once, straight into their parts (`write_parts`).
     """
     uri = storage.join(staging, "keys")
     keys.orderBy(KEY).withColumn("_order", F.monotonically_increasing_id()).write.mode("overwrite").parquet(uri)
-    numbered, total = with_position(spark.read.parquet(uri), "idx", ids="_order", with_total=True)
+    positions, total = with_position_and_total(spark.read.parquet(uri), "idx", "_order")
     if total == 0:
         return [], 0, 0
     rpp = _rows_per_part(conf, total)
-    starts = numbered.where(F.col("idx") % rpp == 0).orderBy("idx").select(KEY).collect()
+    starts = positions.where(F.col("idx") % rpp == 0).orderBy("idx").select(KEY).collect()
     return [r[0] for r in starts], total, rpp
 
 

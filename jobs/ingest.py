@@ -172,9 +172,9 @@ def _bronze_holds_rows_of(spark, uri: str, files: list[str]) -> bool:
 class _Written:
     rows_read: int                    # records read from the files (good and bad)
     bad: dict[str, int]               # bad records per file, for the files that have any
+    good: dict[str, int]              # good records per file
     records: Optional[DataFrame]      # the stamped records (cached on the MERGE path), for the quarantine rows
     cached: bool = False
-    good: Optional[dict[str, int]] = None  # good records per file, as counted while they were appended
 
 
 def _append_new(spark, stamped: DataFrame, fields, uri: str, files: list[str], meta: dict) -> _Written:
@@ -194,7 +194,7 @@ def _append_new(spark, stamped: DataFrame, fields, uri: str, files: list[str], m
     written = commit_metrics(spark, uri).get("numOutputRows")
     if written is None or int(written) != sum(good.values()):
         raise IngestCheckError(f"{uri}: {sum(good.values())} good rows read but the commit wrote {written}")
-    return _Written(metrics["rows"], per_file, stamped, good=good)
+    return _Written(metrics["rows"], per_file, good, stamped)
 
 
 def _merge_replaced(spark, stamped: DataFrame, fields, uri: str, replaced: list[str], meta: dict) -> _Written:
@@ -214,7 +214,8 @@ def _merge_replaced(spark, stamped: DataFrame, fields, uri: str, replaced: list[
     except Exception:
         cached.unpersist()
         raise
-    return _Written(sum(r["rows"] for r in counts), {r["source_file"]: r["bad"] for r in counts if r["bad"]}, cached, True)
+    bad = {r["source_file"]: r["bad"] for r in counts if r["bad"]}
+    return _Written(sum(r["rows"] for r in counts), bad, _rows_per_file(spark, uri, sorted(r["source_file"] for r in counts)), cached, True)
 
 
 def _rows_per_file(spark, uri: str, files: list[str], where: Optional[Column] = None) -> dict[str, int]:
@@ -252,7 +253,7 @@ def ingest_source(spark, source: Source, files: list[str], lake: Lake, run: RunC
     uri = lake.bronze(source.name)
     meta = {"stage": "ingest", "run_id": run.run_id, "source_name": source.name}
     problems: dict[str, str] = {}
-    written = _Written(0, {}, None)
+    written = _Written(0, {}, {}, None)
     replaced = changed + removed
     try:
         if to_read:
@@ -273,6 +274,8 @@ def ingest_source(spark, source: Source, files: list[str], lake: Lake, run: RunC
 
             try:  # files read as they are: a damaged gzip file fails the pass ...
                 written = write(tolerant=False)
+            except IngestCheckError:
+                raise
             except Exception as error:  # ... then each file's bytes are checked, and the damaged ones quarantined
                 problems = inspect_files(spark, to_read)
                 if not problems:
@@ -284,7 +287,7 @@ def ingest_source(spark, source: Source, files: list[str], lake: Lake, run: RunC
             empty = spark.read.format("delta").load(uri).limit(0)
             merge_rows(spark, empty, uri, ["source_file", "row_index"], meta, delete_when=_file_in(removed))
         checkpoint("ingest.bronze_written")
-        ingested = written.good if written.good is not None else _rows_per_file(spark, uri, to_read)
+        ingested = written.good
         counts = {f: ingested.get(f, 0) + written.bad.get(f, 0) for f in to_read}
         for f in to_read:
             if status[f][0] == 0:  # Spark's binary reader skips empty files: tell them here

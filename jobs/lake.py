@@ -76,21 +76,26 @@ def git_commit() -> str:
 _ID_BITS = 33  # monotonically_increasing_id() puts the partition index above bit 33
 
 
-def with_position(df: DataFrame, name: str, ids: str | None = None, with_total: bool = False):
+def with_position(df: DataFrame, name: str, ids: str | None = None) -> DataFrame:
     """Adds `name`: each row's 0-based position in `df`'s row order.
 
     No shuffle and no collect of rows: one small count per partition gives
     each partition's offset. The order is that of `monotonically_increasing_id()`,
     taken here, or earlier into the column `ids` (for rows that were sorted
     and materialized: reading files back does not keep partition order).
-    `df` is read twice, so it must give the same rows every time. With
-    `with_total`, returns (DataFrame, number of rows) (and `ids` must be given).
+    `df` is read twice, so it must give the same rows every time.
     """
     if ids is None:
         if df.rdd.getNumPartitions() <= 1:
             return df.withColumn(name, F.monotonically_increasing_id())
         ids = "_mid"
         df = df.withColumn(ids, F.monotonically_increasing_id())
+    return with_position_and_total(df, name, ids)[0]
+
+
+def with_position_and_total(df: DataFrame, name: str, ids: str) -> tuple[DataFrame, int]:
+    """(`df` with `name`, each row's 0-based position in the order of the column `ids` (see
+    `with_position`), the number of rows), from the same per-partition counts."""
     pid = F.shiftright(F.col(ids), _ID_BITS)
     local = F.col(ids) - F.shiftleft(pid, _ID_BITS)
     offsets, total = [], 0
@@ -98,11 +103,9 @@ def with_position(df: DataFrame, name: str, ids: str | None = None, with_total: 
         offsets += [F.lit(row["pid"]), F.lit(total)]
         total += row["count"]
     if not offsets:
-        out = df.withColumn(name, F.lit(0).cast("long")).drop(ids)
-    else:
-        position = F.element_at(F.create_map(*offsets), pid) + local
-        out = df.withColumn(name, position.cast("long")).drop(ids)
-    return (out, total) if with_total else out
+        return df.withColumn(name, F.lit(0).cast("long")).drop(ids), 0
+    position = F.element_at(F.create_map(*offsets), pid) + local
+    return df.withColumn(name, position.cast("long")).drop(ids), total
 
 
 def is_delta(spark, uri: str) -> bool:
@@ -192,10 +195,10 @@ def merge_rows(
     """
     from delta.tables import DeltaTable
 
-    meta = json.dumps(metadata, sort_keys=True)
     if not is_delta(spark, uri):
-        df.write.format("delta").mode("errorifexists").option("userMetadata", meta).save(uri)
+        _writer(df, "errorifexists", metadata, None).save(uri)
         return
+    meta = json.dumps(metadata, sort_keys=True)
     cond = reduce(lambda a, b: a & b, [F.col(f"t.{k}") == F.col(f"s.{k}") for k in keys])
     merge = DeltaTable.forPath(spark, uri).alias("t").merge(df.alias("s"), cond)
     if update_when is not None:

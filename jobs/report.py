@@ -23,6 +23,7 @@ from __future__ import annotations
 import html
 import io
 import json
+from functools import reduce
 from typing import Optional
 
 from pyspark.sql import Column, DataFrame, Window
@@ -46,7 +47,7 @@ RULE_REASONS = {
     "language": ("language_unknown", "language_uncertain", "language_not_allowed"),
     "toxicity": ("toxic_instruction", "toxic_response"),
 }
-QA_KEYS = ["source_name", "source_file", "row_index", "item"]
+KEYS = ["source_name", "source_file", "row_index", "item"]  # a pair's key (as in the pairs and qa tables)
 
 
 def reason_kind(reason: Column) -> Column:
@@ -157,7 +158,7 @@ def with_grounding(spark, pairs: DataFrame, lake: Lake, manifest: dict) -> DataF
     qa, _ = read_version(spark, uri, version)
     if "grounding" not in qa.columns:
         return pairs
-    return pairs.join(qa.select(*QA_KEYS, "grounding"), QA_KEYS, "left")
+    return pairs.join(qa.select(*KEYS, "grounding"), KEYS, "left")
 
 
 def _range(col: str) -> Optional[tuple[float, float]]:
@@ -200,25 +201,34 @@ def histograms(df: DataFrame, cols: list[str]) -> dict:
 
 
 def examples(pairs: DataFrame, conf: Config) -> dict:
-    """A few kept pairs and a few dropped ones per reason kind, in seeded hash order, truncated."""
+    """A few kept pairs and a few dropped ones per reason kind, in seeded hash order, truncated.
+
+    The rows are picked on narrow columns (the order, the kind, the row keys), so the window's
+    sort moves no texts; then only the picked rows' texts are read, cut to `EXAMPLE_CHARS`.
+    """
     from jobs.formats import seeded_hash
 
     def cut(c: str) -> Column:
         return F.when(F.length(c) > EXAMPLE_CHARS, F.concat(F.substring(c, 1, EXAMPLE_CHARS), F.lit("…"))).otherwise(F.col(c))
 
-    cols = ["source", DROP_REASON, cut("instruction").alias("instruction"), cut("response").alias("response")]
-    rank = F.row_number().over(Window.partitionBy(F.col("_kind")).orderBy("_order", "source_file", "item"))
-    # The texts are cut before the window, so its shuffle moves short rows, not whole pairs.
-    picked = (pairs.select(seeded_hash(conf.export.seed).alias("_order"), "source_file", "item",
-                           F.coalesce(reason_kind(F.col(DROP_REASON)), F.lit("")).alias("_kind"), *cols)
+    kind = F.coalesce(reason_kind(F.col(DROP_REASON)), F.lit(""))
+    rank = F.row_number().over(Window.partitionBy("_kind").orderBy("_order", "source_file", "item"))
+    picked = (pairs.select(seeded_hash(conf.export.seed).alias("_order"), kind.alias("_kind"), *KEYS)
               # a constant bound lets Spark keep only the first rows of each kind before its shuffle
-              .withColumn("_n", rank).where(F.col("_n") <= EXAMPLES)
-              .select("_kind", "_n", "source", DROP_REASON, "instruction", "response").collect())
+              .withColumn("_n", rank).where(F.col("_n") <= EXAMPLES).collect())
+    picked = [r for r in picked if not (r["_kind"] and r["_n"] > EXAMPLES - 1)]
     out: dict = {"kept": [], "dropped": {}}
+    if not picked:
+        return out
+    wanted = reduce(Column.__or__, [reduce(Column.__and__, [F.col(k).eqNullSafe(F.lit(r[k])) for k in KEYS]) for r in picked])
+    texts = {
+        tuple(r[k] for k in KEYS): r
+        for r in pairs.where(wanted).select(*KEYS, "source", DROP_REASON, cut("instruction").alias("instruction"),
+                                            cut("response").alias("response")).collect()
+    }
     for r in sorted(picked, key=lambda r: (r["_kind"], r["_n"])):
-        if r["_kind"] and r["_n"] > EXAMPLES - 1:
-            continue
-        item = {k: r[k] for k in ("source", DROP_REASON, "instruction", "response")}
+        row = texts[tuple(r[k] for k in KEYS)]
+        item = {k: row[k] for k in ("source", DROP_REASON, "instruction", "response")}
         (out["kept"] if r["_kind"] == "" else out["dropped"].setdefault(r["_kind"], [])).append(item)
     return out
 

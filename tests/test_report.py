@@ -1,6 +1,7 @@
 """The funnel report (report.json, report.html in a real headless Chromium) and the dataset card."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -62,6 +63,16 @@ def test_funnel_equals_direct_counts(spark, all_formats_export):
     for kind, items in report["examples"]["dropped"].items():
         assert items and all(e["drop_reason"].split(":")[0] == kind for e in items)
         assert all(len(e["response"] or "") <= 301 for e in items)
+    # ... and they are the first rows of each kind in the seeded order, computed here in Python
+    order = {}
+    for r in pairs.select("content_id", "source_name", "row_index", "source_file", "item", "source", "drop_reason", "instruction", "response").collect():
+        text = ":".join(str(v) for v in (conf.export.seed, r["content_id"], r["source_name"], r["row_index"]) if v is not None)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        order.setdefault((r["drop_reason"] or "").split(":")[0], []).append(((digest, r["source_file"], r["item"]), r))
+    cut = lambda t: t if t is None or len(t) <= 300 else t[:300] + "…"
+    first = {k: [{"source": r["source"], "drop_reason": r["drop_reason"], "instruction": cut(r["instruction"]), "response": cut(r["response"])}
+                 for _, r in sorted(rows, key=lambda e: e[0])[: 3 if k == "" else 2]] for k, rows in order.items()}
+    assert report["examples"] == {"kept": first.pop(""), "dropped": first}
 
 
 def test_reason_kinds_group_details_and_notes_are_shown(spark, all_formats_export):

@@ -48,6 +48,7 @@ from pyspark.sql import functions as F
 
 from jobs.config import Config, DedupSettings
 from jobs.lake import Lake, commit_metadata, latest_version
+from jobs.pairs import KEYS
 from udfs.filters import DROP_REASON, applies_to, reason_kind
 
 log = logging.getLogger("instructlake.dedup")
@@ -55,7 +56,6 @@ log = logging.getLogger("instructlake.dedup")
 DUPLICATE = "duplicate_of"
 NEAR_DUPLICATE = "near_duplicate_of"
 KINDS = (DUPLICATE, NEAR_DUPLICATE)
-KEYS = ["source_name", "source_file", "row_index", "item"]
 HASH_FEATURES = 1 << 24  # shingles are hashed to this many indices before min-hashing
 
 

@@ -32,6 +32,7 @@ from pyspark.sql import functions as F
 from jobs import storage
 from jobs.config import Config
 from jobs.lake import Lake, read_version
+from jobs.pairs import KEYS  # a pair's key, also the qa table's
 from udfs.filters import DROP_REASON, filter_key
 
 MAX_DETAILS = 5        # details of a reason kind listed in full up to this many
@@ -47,7 +48,6 @@ RULE_REASONS = {
     "language": ("language_unknown", "language_uncertain", "language_not_allowed"),
     "toxicity": ("toxic_instruction", "toxic_response"),
 }
-KEYS = ["source_name", "source_file", "row_index", "item"]  # a pair's key (as in the pairs and qa tables)
 
 
 def reason_kind(reason: Column) -> Column:

@@ -86,7 +86,7 @@ test: check-java setup
 
 # Cost against input size, instructlake against a single-process script (benchmarks/run_bench.py):
 # the data sets go to bench-data/, lakes and results.json to bench-work/. 10^6 dialogues:
-# `make bench BENCH_N=1000000` (about 750 MB of data and 10 GB of lake while it runs).
+# `make bench BENCH_N=1000000` (about 750 MB of data, and up to about 6 GB under bench-work/ while it runs).
 BENCH_N ?= 10000 100000
 bench: check-java setup
 	$(PY) benchmarks/run_bench.py --n $(BENCH_N)

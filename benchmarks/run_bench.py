@@ -7,13 +7,19 @@ when missing), back to back:
 - instructlake: the stages of the CLI (ingest, pairs, export) in a fresh
   process with a fresh lake, conf `benchmarks/bench.yaml` (local[2], no
   model filter). Starting the JVM and the Spark session is timed apart
-  from the work.
+  from the work;
+- instructlake, warm JVM: the same three stages once more in the same
+  process, on a fresh lake and output folder, as a long-lived session
+  (a Databricks cluster, a notebook) runs them: the classes are loaded and
+  the JIT compiler has compiled Spark's and Delta's code paths, the first
+  run's cost that the session start does not show.
 
-Each run's peak memory is sampled (psutil, every 0.1 s) as the RSS summed
-over its process tree: the driver's Python, the JVM, the Python workers.
-Then both outputs are read back and compared as sets of `[source, text]`
-elements. One table is printed; the numbers also go to
-`<work>/results.json`.
+Each process's peak memory is sampled (psutil, every 0.1 s) as the RSS summed
+over its process tree: the driver's Python, the JVM, the Python workers;
+the warm run's peak is taken from the end of the first run on (its JVM has
+grown already, and the RSS of a JVM rarely shrinks). Then the outputs are
+read back and compared as sets of `[source, text]` elements. One table is
+printed; the numbers also go to `<work>/results.json`.
 
     .venv/bin/python benchmarks/run_bench.py [--n 10000 100000] [--data bench-data] [--work bench-work]
     make bench                       # N = 10^4, 10^5
@@ -48,7 +54,7 @@ class PeakRss(threading.Thread):
         super().__init__(daemon=True)
         import psutil
 
-        self.root, self.every, self.done = psutil.Process(pid), every, threading.Event()
+        self.root, self.every, self.done, self.lock = psutil.Process(pid), every, threading.Event(), threading.Lock()
         self.peak = {"total": 0, "jvm": 0, "python_workers": 0, "driver": 0}
 
     def _sample(self) -> dict:
@@ -57,10 +63,14 @@ class PeakRss(threading.Thread):
         sums = {"jvm": 0, "python_workers": 0, "driver": 0}
         for p in [self.root, *self.root.children(recursive=True)]:
             try:
-                rss, name, cmd = p.memory_info().rss, p.name(), " ".join(p.cmdline())
+                rss, name, argv = p.memory_info().rss, p.name(), p.cmdline()
             except psutil.Error:
                 continue
-            kind = "jvm" if name == "java" else "python_workers" if "pyspark" in cmd and p != self.root else "driver"
+            if argv and os.path.basename(argv[0]) == "java" and name != "java":
+                # A JVM thread starting a process (a Python worker, a shell command): until its exec
+                # the child shares the JVM's memory and reports the JVM's RSS. Not counted twice.
+                continue
+            kind = "jvm" if name == "java" else "python_workers" if "pyspark" in " ".join(argv) and p != self.root else "driver"
             sums[kind] += rss
         return sums
 
@@ -72,22 +82,31 @@ class PeakRss(threading.Thread):
                 sums = self._sample()
             except psutil.Error:
                 break
-            for k, v in [*sums.items(), ("total", sum(sums.values()))]:
-                self.peak[k] = max(self.peak[k], v)
+            with self.lock:
+                for k, v in [*sums.items(), ("total", sum(sums.values()))]:
+                    self.peak[k] = max(self.peak[k], v)
             self.done.wait(self.every)
 
+    def take(self) -> dict:
+        """The peaks so far, which start again from zero."""
+        with self.lock:
+            peak, self.peak = self.peak, dict.fromkeys(self.peak, 0)
+        return peak
 
-def measured(cmd: list[str], **kw) -> tuple[dict, dict]:
-    """Run `cmd`, return (its last stdout line as JSON, peak RSS by kind)."""
+
+def measured(cmd: list[str], **kw) -> list[tuple[dict, dict]]:
+    """Run `cmd`; for each JSON line it prints (one per run of the work), that line and the peak
+    RSS by kind since the previous one."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, **kw)
     sampler = PeakRss(proc.pid)
     sampler.start()
-    out, _ = proc.communicate()
+    runs = [(json.loads(line), sampler.take()) for line in proc.stdout if line.startswith("{")]
+    proc.wait()
     sampler.done.set()
     sampler.join()
-    if proc.returncode != 0:
+    if proc.returncode != 0 or not runs:
         raise SystemExit(f"{cmd[1]} failed with status {proc.returncode}")
-    return json.loads(out.strip().splitlines()[-1]), sampler.peak
+    return runs
 
 
 def bench_conf(data: Path, work: Path) -> Path:
@@ -122,21 +141,25 @@ def child(conf_path: str) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s [%(name)s] %(message)s")
     conf = load_config(conf_path, [])
     run = RunContext()
-    seconds = {}
     t = time.monotonic()
     spark = get_spark(conf.spark)
     spark.range(1).count()  # the first job starts the executor side
-    seconds["session"] = time.monotonic() - t
-    for stage, fn in (("ingest", run_ingest), ("pairs", run_pairs), ("export", run_export)):
-        t = time.monotonic()
-        result = fn(spark, conf, run)
-        seconds[stage] = time.monotonic() - t
-    seconds["work"] = sum(seconds[s] for s in STAGES)
-    counts = result.manifest["counts"]
-    print(json.dumps({
-        "seconds": seconds, "release": result.output,
-        "rows_read": sum(c["read"] for c in counts.values()), "rows_kept": result.total_rows,
-    }))
+    session = time.monotonic() - t
+    for name in ("cold", "warm"):
+        if name == "warm":  # the same work again on a fresh lake and output, in the now warm JVM
+            conf = load_config(conf_path, [f"paths.lake={conf.paths.lake}_warm", f"paths.output={conf.paths.output}_warm"])
+            run = RunContext()
+        seconds = {"session": session if name == "cold" else None}
+        for stage, fn in (("ingest", run_ingest), ("pairs", run_pairs), ("export", run_export)):
+            t = time.monotonic()
+            result = fn(spark, conf, run)
+            seconds[stage] = time.monotonic() - t
+        seconds["work"] = sum(seconds[s] for s in STAGES)
+        counts = result.manifest["counts"]
+        print(json.dumps({
+            "run": name, "seconds": seconds, "release": result.output,
+            "rows_read": sum(c["read"] for c in counts.values()), "rows_kept": result.total_rows,
+        }), flush=True)  # one line per run: the parent takes the run's peak memory then
     return 0
 
 
@@ -158,22 +181,27 @@ def bench_one(n: int, data_root: Path, work_root: Path, keep: bool) -> list[dict
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     py = sys.executable
-    base, base_mem = measured([py, str(REPO / "benchmarks" / "baseline.py"), str(data), str(work / "baseline")])
-    lake, lake_mem = measured([py, __file__, "--child", str(bench_conf(data, work))], cwd=REPO)
-    release = Path(lake["release"].removeprefix("file:"))
-    same = element_digests(sorted((work / "baseline").glob("*.json"))) == element_digests(
-        sorted(release.glob("*_part*.json"))
-    )
+    [(base, base_mem)] = measured([py, str(REPO / "benchmarks" / "baseline.py"), str(data), str(work / "baseline")])
+    cold, warm = measured([py, __file__, "--child", str(bench_conf(data, work))], cwd=REPO)
+    base_pairs = element_digests(sorted((work / "baseline").glob("*.json")))
+    same = {
+        r["run"]: base_pairs == element_digests(sorted(Path(r["release"].removeprefix("file:")).glob("*_part*.json")))
+        for r, _ in (cold, warm)
+    }
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
     rows = []
-    for name, r, mem in (("baseline", base, base_mem), ("instructlake", lake, lake_mem)):
+    for name, r, mem, same_pairs in (
+        ("baseline", base, base_mem, True),
+        ("instructlake", *cold, same["cold"]),
+        ("instructlake, warm JVM", *warm, same["warm"]),
+    ):
         s = r["seconds"]
         work_s = s.get("work", s.get("total"))
         rows.append({
             "n": n, "impl": name, "session_s": s.get("session"), **{f"{k}_s": s[k] for k in STAGES},
             "work_s": work_s, "rows_per_s": n / work_s, "rows_read": r["rows_read"], "rows_kept": r["rows_kept"],
-            "peak_rss": mem, "same_pairs": same,
+            "peak_rss": mem, "same_pairs": same_pairs,
         })
     return rows
 
@@ -186,11 +214,11 @@ def table(rows: list[dict]) -> str:
     mib = 1 << 20
     for r in rows:
         m = r["peak_rss"]
+        memory = f"{m['total'] / mib:,.0f}" + (f" ({m['jvm'] / mib:,.0f}/{m['python_workers'] / mib:,.0f})" if m["jvm"] else "")
         lines.append([
             f"{r['n']:,}", r["impl"], "-" if r["session_s"] is None else f"{r['session_s']:.1f}",
             *[f"{r[f'{k}_s']:.1f}" for k in STAGES], f"{r['work_s']:.1f}", f"{r['rows_per_s']:,.0f}",
-            f"{m['total'] / mib:,.0f}" + (f" ({m['jvm'] / mib:,.0f}/{m['python_workers'] / mib:,.0f})" if m["jvm"] else ""),
-            f"{r['rows_kept']:,}", "yes" if r["same_pairs"] else "NO",
+            memory, f"{r['rows_kept']:,}", "yes" if r["same_pairs"] else "NO",
             f"{base[r['n']] / r['work_s']:.2f}x",
         ])
     widths = [max(len(l[i]) for l in lines) for i in range(len(head))]

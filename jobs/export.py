@@ -50,7 +50,8 @@ from jobs.faults import checkpoint
 from jobs.generate_qa import qa_table
 from jobs.formats import SPLIT, seeded_hash, select_rows, split_col, write_formats
 from jobs.lake import Lake, RunContext, commit_metadata, git_commit, read_version, with_position_and_total
-from udfs.filters import DROP_REASON, reason_kind
+from jobs.report import build_report, drop_table, render_html
+from udfs.filters import DROP_REASON
 from udfs.pair_format import PairTemplate
 from udfs.sandbox import code_execution
 
@@ -204,18 +205,14 @@ def write_release_files(spark, selected: DataFrame, conf: Config, release: str, 
     return parts, [f | {"bytes": digests[f["file"]][1], "sha256": digests[f["file"]][0]} for f in files]
 
 
-def _counts_per_source(pairs: DataFrame) -> dict:
-    out: dict = {}
-    for r in pairs.groupBy("source", reason_kind(F.col(DROP_REASON)).alias(DROP_REASON)).count().collect():
-        entry = out.setdefault(r["source"], {"read": 0, "kept": 0, "dropped": {}})
-        entry["read"] += r["count"]
-        if r[DROP_REASON] is None:
-            entry["kept"] += r["count"]
-        else:
-            entry["dropped"][r[DROP_REASON]] = r["count"]
-    for entry in out.values():
-        entry["dropped"] = dict(sorted(entry["dropped"].items()))
-    return dict(sorted(out.items()))
+def _counts_per_source(totals: dict, drops: dict) -> dict:
+    """{source: {read, kept, dropped: {reason kind: rows}}} from the report's drop table
+    (`jobs.report.drop_table`: one pass over the pairs serves both)."""
+    return {
+        source: {"read": t["candidates"], "kept": t["kept"],
+                 "dropped": {kind: d["rows"] for kind, d in sorted(drops.get(source, {}).items())}}
+        for source, t in sorted(totals.items())
+    }
 
 
 def _input_files(spark, conf: Config, lake: Lake, log_version: Optional[int]) -> list[dict]:
@@ -289,6 +286,7 @@ def run_export(spark, conf: Config, run: RunContext | None = None, as_of_version
     finally:
         storage.delete(spark, staging)
     exported = exported_counts(selected)
+    drop_counts = drop_table(pairs, conf)
     total = sum(n for splits in exported.values() for n in splits.values())
     bronze_versions = pairs_meta.get("bronze_versions", {})
     manifest = {
@@ -310,7 +308,7 @@ def run_export(spark, conf: Config, run: RunContext | None = None, as_of_version
             "qa": {"uri": qa_table(lake), "version": pairs_meta.get("qa_version")},
         },
         "inputs": _input_files(spark, conf, lake, pairs_meta.get("ingest_log_version")),
-        "counts": _counts_per_source(pairs),
+        "counts": _counts_per_source(*drop_counts),
         "decontamination": pairs_meta.get("decontamination"),
         "total_rows": total,
         "parts": parts,
@@ -322,7 +320,7 @@ def run_export(spark, conf: Config, run: RunContext | None = None, as_of_version
         "conf": conf.as_dict(),
         "code_execution": code_execution(conf.code.sandbox.kind),
     }
-    report = write_report_and_card(spark, conf, lake, pairs, selected, manifest, exported, release)
+    report = write_report_and_card(spark, conf, lake, pairs, manifest, exported, drop_counts, release)
     storage.write_text(spark, storage.join(release, "manifest.json"), json.dumps(manifest, indent=2) + "\n")
     checkpoint("export.release_written")
     publish(spark, out, run.run_id, run.run_id)
@@ -350,13 +348,12 @@ def _split_totals(exported: dict[str, dict[str, int]]) -> dict[str, int]:
     return totals
 
 
-def write_report_and_card(spark, conf: Config, lake: Lake, pairs: DataFrame, selected: DataFrame, manifest: dict,
-                          exported: dict, release: str) -> dict:
+def write_report_and_card(spark, conf: Config, lake: Lake, pairs: DataFrame, manifest: dict, exported: dict,
+                          drop_counts: tuple[dict, dict], release: str) -> dict:
     """report.json, report.html and README.md into the release; notes them in `manifest`."""
     from jobs.card import render_card
-    from jobs.report import build_report, render_html
 
-    report = build_report(spark, conf, lake, pairs, manifest, exported)
+    report = build_report(spark, conf, lake, pairs, manifest, exported, drop_counts)
     storage.write_text(spark, storage.join(release, "report.json"), json.dumps(report, indent=2) + "\n")
     storage.write_text(spark, storage.join(release, "report.html"), render_html(report))
     storage.write_text(spark, storage.join(release, "README.md"), render_card(conf, manifest, report))

@@ -33,7 +33,7 @@ from jobs import storage
 from jobs.config import Config
 from jobs.lake import Lake, read_version
 from jobs.pairs import KEYS  # a pair's key, also the qa table's
-from udfs.filters import DROP_REASON, filter_key
+from udfs.filters import DROP_REASON, filter_key, reason_kind
 
 MAX_DETAILS = 5        # details of a reason kind listed in full up to this many
 EXAMPLES = 3           # kept examples; and dropped ones per reason kind (EXAMPLES - 1)
@@ -48,11 +48,6 @@ RULE_REASONS = {
     "language": ("language_unknown", "language_uncertain", "language_not_allowed"),
     "toxicity": ("toxic_instruction", "toxic_response"),
 }
-
-
-def reason_kind(reason: Column) -> Column:
-    """`kind` of a drop reason `kind:detail` (the reason itself without a colon)."""
-    return F.split(reason, ":", 2).getItem(0)
 
 
 def stage_of(kind: str, source_format: str, conf: Config) -> str:
@@ -233,9 +228,11 @@ def examples(pairs: DataFrame, conf: Config) -> dict:
     return out
 
 
-def build_report(spark, conf: Config, lake: Lake, pairs: DataFrame, manifest: dict, exported: dict) -> dict:
-    """Everything report.json holds (see the module docstring)."""
-    totals, drops = drop_table(pairs, conf)
+def build_report(spark, conf: Config, lake: Lake, pairs: DataFrame, manifest: dict, exported: dict,
+                 drop_counts: tuple[dict, dict]) -> dict:
+    """Everything report.json holds (see the module docstring); `drop_counts`: `drop_table(pairs, conf)`,
+    which the export also counts its manifest from."""
+    totals, drops = drop_counts
     stages, counts = funnel(conf, manifest, totals, drops, exported)
     scored = with_grounding(spark, pairs, lake, manifest)
     cols = ["instruction_chars", "response_chars", *score_columns(pairs)] + (["grounding"] if "grounding" in scored.columns else [])

@@ -1,0 +1,43 @@
+"""The benchmark harness (`benchmarks/run_bench.py`, what `make bench` runs) end to end at a
+small N: it generates the data set, runs the plain script and instructlake (a fresh JVM, then
+the same work again in that warm JVM), checks that they produce the same pairs and prints the
+table. Its own Spark process, as `make bench` starts it; the timings themselves are not tested."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+IMPLS = ["baseline", "instructlake", "instructlake, warm JVM"]
+
+
+def test_bench_runs_both_implementations_and_they_make_the_same_pairs(tmp_path):
+    n = 400
+    work = tmp_path / "work"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run_bench.py"), "--n", str(n), "--data", str(tmp_path / "data"),
+         "--work", str(work)],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "data" / str(n) / "gen.json").read_text())["n"] == n
+    rows = json.loads((work / "results.json").read_text())
+    assert [r["impl"] for r in rows] == IMPLS
+    assert all(r["n"] == n and r["same_pairs"] and r["rows_read"] == n for r in rows)
+    kept = {r["rows_kept"] for r in rows}
+    assert len(kept) == 1 and 0 < next(iter(kept)) < n  # the filters drop some, never all
+    cold, warm = rows[1], rows[2]
+    assert cold["session_s"] > 0 and warm["session_s"] is None  # the warm run starts no session
+    for r in (cold, warm):
+        assert r["work_s"] == sum(r[f"{stage}_s"] for stage in ("ingest", "pairs", "export")) > 0
+        assert 0 < r["peak_rss"]["jvm"] <= r["peak_rss"]["total"]  # each run's own peak, the JVM's included
+    assert rows[0]["peak_rss"]["total"] > 0 and rows[0]["peak_rss"]["jvm"] == 0  # the baseline: Python alone
+    # The table: a header, a rule, one line per implementation that says the pairs are the same.
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:2] == ["N", "impl"] and set(lines[1]) <= {"-", " "}
+    body = lines[2:5]
+    assert [line.split()[1] for line in body] == ["baseline", "instructlake", "instructlake,"]
+    assert all(" yes " in line for line in body)
+    assert not (work / str(n)).exists()  # the lakes and outputs are removed unless --keep

@@ -128,7 +128,8 @@ def bench_conf(data: Path, work: Path) -> Path:
 
 
 def child(conf_path: str) -> int:
-    """The instructlake side, in its own process: session start, then each stage timed."""
+    """The instructlake side, in its own process: session start, then each stage timed, in a cold
+    JVM and again in the warm one; a JSON line per run on stdout."""
     import logging
 
     from jobs.config import load_config

@@ -133,35 +133,41 @@ def child(conf_path: str) -> int:
     import logging
 
     from jobs.config import load_config
-    from jobs.export import run_export
-    from jobs.ingest import run_ingest
-    from jobs.lake import RunContext
-    from jobs.pairs import run_pairs
     from jobs.session import get_spark
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s [%(name)s] %(message)s")
     conf = load_config(conf_path, [])
-    run = RunContext()
     t = time.monotonic()
     spark = get_spark(conf.spark)
     spark.range(1).count()  # the first job starts the executor side
     session = time.monotonic() - t
-    for name in ("cold", "warm"):
-        if name == "warm":  # the same work again on a fresh lake and output, in the now warm JVM
-            conf = load_config(conf_path, [f"paths.lake={conf.paths.lake}_warm", f"paths.output={conf.paths.output}_warm"])
-            run = RunContext()
-        seconds = {"session": session if name == "cold" else None}
-        for stage, fn in (("ingest", run_ingest), ("pairs", run_pairs), ("export", run_export)):
-            t = time.monotonic()
-            result = fn(spark, conf, run)
-            seconds[stage] = time.monotonic() - t
-        seconds["work"] = sum(seconds[s] for s in STAGES)
-        counts = result.manifest["counts"]
-        print(json.dumps({
-            "run": name, "seconds": seconds, "release": result.output,
-            "rows_read": sum(c["read"] for c in counts.values()), "rows_kept": result.total_rows,
-        }), flush=True)  # one line per run: the parent takes the run's peak memory then
+    _timed_stages(spark, conf, "cold", session)
+    # The same work again on a fresh lake and output, in the now warm JVM.
+    warm = load_config(conf_path, [f"paths.lake={conf.paths.lake}_warm", f"paths.output={conf.paths.output}_warm"])
+    _timed_stages(spark, warm, "warm", None)
     return 0
+
+
+def _timed_stages(spark, conf, name: str, session) -> None:
+    """Ingest, pairs and export timed, on `conf`'s lake; one JSON line on stdout (the parent takes
+    the run's peak memory when it reads it)."""
+    from jobs.export import run_export
+    from jobs.ingest import run_ingest
+    from jobs.lake import RunContext
+    from jobs.pairs import run_pairs
+
+    run = RunContext()
+    seconds = {"session": session}
+    for stage, fn in (("ingest", run_ingest), ("pairs", run_pairs), ("export", run_export)):
+        t = time.monotonic()
+        result = fn(spark, conf, run)
+        seconds[stage] = time.monotonic() - t
+    seconds["work"] = sum(seconds[s] for s in STAGES)
+    counts = result.manifest["counts"]
+    print(json.dumps({
+        "run": name, "seconds": seconds, "release": result.output,
+        "rows_read": sum(c["read"] for c in counts.values()), "rows_kept": result.total_rows,
+    }), flush=True)
 
 
 def element_digests(files: list[Path]) -> list[bytes]:
@@ -185,18 +191,15 @@ def bench_one(n: int, data_root: Path, work_root: Path, keep: bool) -> list[dict
     [(base, base_mem)] = measured([py, str(REPO / "benchmarks" / "baseline.py"), str(data), str(work / "baseline")])
     cold, warm = measured([py, __file__, "--child", str(bench_conf(data, work))], cwd=REPO)
     base_pairs = element_digests(sorted((work / "baseline").glob("*.json")))
-    same = {
-        r["run"]: base_pairs == element_digests(sorted(Path(r["release"].removeprefix("file:")).glob("*_part*.json")))
-        for r, _ in (cold, warm)
-    }
+    runs = [
+        (name, r, mem, base_pairs == element_digests(sorted(Path(r["release"].removeprefix("file:")).glob("*_part*.json"))))
+        for name, (r, mem) in (("instructlake", cold), ("instructlake, warm JVM", warm))
+    ]
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
     rows = []
-    for name, r, mem, same_pairs in (
-        ("baseline", base, base_mem, True),
-        ("instructlake", *cold, same["cold"]),
-        ("instructlake, warm JVM", *warm, same["warm"]),
-    ):
+    # The baseline's row says whether every instructlake run made the same pairs as it.
+    for name, r, mem, same_pairs in [("baseline", base, base_mem, all(run[3] for run in runs)), *runs]:
         s = r["seconds"]
         work_s = s.get("work", s.get("total"))
         rows.append({

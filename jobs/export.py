@@ -286,7 +286,7 @@ def run_export(spark, conf: Config, run: RunContext | None = None, as_of_version
     finally:
         storage.delete(spark, staging)
     exported = exported_counts(selected)
-    drop_counts = drop_table(pairs, conf)
+    drop_summary = drop_table(pairs, conf)
     total = sum(n for splits in exported.values() for n in splits.values())
     bronze_versions = pairs_meta.get("bronze_versions", {})
     manifest = {
@@ -308,7 +308,7 @@ def run_export(spark, conf: Config, run: RunContext | None = None, as_of_version
             "qa": {"uri": qa_table(lake), "version": pairs_meta.get("qa_version")},
         },
         "inputs": _input_files(spark, conf, lake, pairs_meta.get("ingest_log_version")),
-        "counts": _counts_per_source(*drop_counts),
+        "counts": _counts_per_source(*drop_summary),
         "decontamination": pairs_meta.get("decontamination"),
         "total_rows": total,
         "parts": parts,
@@ -320,7 +320,7 @@ def run_export(spark, conf: Config, run: RunContext | None = None, as_of_version
         "conf": conf.as_dict(),
         "code_execution": code_execution(conf.code.sandbox.kind),
     }
-    report = write_report_and_card(spark, conf, lake, pairs, manifest, exported, drop_counts, release)
+    report = write_report_and_card(spark, conf, lake, pairs, manifest, exported, drop_summary, release)
     storage.write_text(spark, storage.join(release, "manifest.json"), json.dumps(manifest, indent=2) + "\n")
     checkpoint("export.release_written")
     publish(spark, out, run.run_id, run.run_id)
@@ -349,11 +349,11 @@ def _split_totals(exported: dict[str, dict[str, int]]) -> dict[str, int]:
 
 
 def write_report_and_card(spark, conf: Config, lake: Lake, pairs: DataFrame, manifest: dict, exported: dict,
-                          drop_counts: tuple[dict, dict], release: str) -> dict:
+                          drop_summary: tuple[dict, dict], release: str) -> dict:
     """report.json, report.html and README.md into the release; notes them in `manifest`."""
     from jobs.card import render_card
 
-    report = build_report(spark, conf, lake, pairs, manifest, exported, drop_counts)
+    report = build_report(spark, conf, lake, pairs, manifest, exported, drop_summary)
     storage.write_text(spark, storage.join(release, "report.json"), json.dumps(report, indent=2) + "\n")
     storage.write_text(spark, storage.join(release, "report.html"), render_html(report))
     storage.write_text(spark, storage.join(release, "README.md"), render_card(conf, manifest, report))

@@ -229,10 +229,10 @@ def examples(pairs: DataFrame, conf: Config) -> dict:
 
 
 def build_report(spark, conf: Config, lake: Lake, pairs: DataFrame, manifest: dict, exported: dict,
-                 drop_counts: tuple[dict, dict]) -> dict:
-    """Everything report.json holds (see the module docstring); `drop_counts`: `drop_table(pairs, conf)`,
+                 drop_summary: tuple[dict, dict]) -> dict:
+    """Everything report.json holds (see the module docstring); `drop_summary`: `drop_table(pairs, conf)`,
     which the export also counts its manifest from."""
-    totals, drops = drop_counts
+    totals, drops = drop_summary
     stages, counts = funnel(conf, manifest, totals, drops, exported)
     scored = with_grounding(spark, pairs, lake, manifest)
     cols = ["instruction_chars", "response_chars", *score_columns(pairs)] + (["grounding"] if "grounding" in scored.columns else [])

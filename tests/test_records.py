@@ -43,6 +43,12 @@ def test_typed_fields_reasons(spark):
         '{"text": "ok", "score": "high"}',
         '{"text": "ok", "tags": "a"}',
         '{"text": "ünïcödé ✓", "extra": {"nested": true}}',
+        # keys in another order, a decimal, keys sorted between the fields'
+        '{"text": "ok", "score": 2.5, "tags": [], "b": 1, "t": [1]}',
+        '{"score": 2.5, "tags": "a", "text": "ok"}',
+        # a key that reads like the schema of a good record
+        '{"tags: ARRAY<STRING>, text": "ok"}',
+        '{"text": "ok", "score": 12.345}',
     ]
     df = spark.createDataFrame(list(enumerate(raws)), "i long, raw string")
     rows = with_typed_fields(df, fields).orderBy("i").collect()
@@ -61,6 +67,10 @@ def test_typed_fields_reasons(spark):
         ("wrong_type:score", None, None, None),
         ("wrong_type:tags", None, None, None),
         (None, "ünïcödé ✓", None, None),
+        (None, "ok", 2.5, []),
+        ("wrong_type:tags", None, None, None),
+        ("missing_field:text", None, None, None),
+        (None, "ok", 12.345, None),
     ]
 
 

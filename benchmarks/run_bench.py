@@ -199,7 +199,7 @@ def bench_one(n: int, data_root: Path, work_root: Path, keep: bool) -> list[dict
         shutil.rmtree(work, ignore_errors=True)
     rows = []
     # The baseline's row says whether every instructlake run made the same pairs as it.
-    for name, r, mem, same_pairs in [("baseline", base, base_mem, all(run[3] for run in runs)), *runs]:
+    for name, r, mem, same_pairs in [("baseline", base, base_mem, all(same for *_, same in runs)), *runs]:
         s = r["seconds"]
         work_s = s.get("work", s.get("total"))
         rows.append({

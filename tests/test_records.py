@@ -43,10 +43,10 @@ def test_typed_fields_reasons(spark):
         '{"text": "ok", "score": "high"}',
         '{"text": "ok", "tags": "a"}',
         '{"text": "ünïcödé ✓", "extra": {"nested": true}}',
-        # keys in another order, a decimal, keys sorted between the fields'
+        # keys in another order, decimals, keys that are not fields among the fields
         '{"text": "ok", "score": 2.5, "tags": [], "b": 1, "t": [1]}',
         '{"score": 2.5, "tags": "a", "text": "ok"}',
-        # a key that reads like the schema of a good record
+        # one key whose name holds the field names is none of the fields
         '{"tags: ARRAY<STRING>, text": "ok"}',
         '{"text": "ok", "score": 12.345}',
     ]

@@ -45,6 +45,9 @@ CASES = [
      Exchange("Para one.\nPara two.", "Ok", None)),
     ("single newlines inside a turn", "\n\nHuman: line a\nline b\n\nAssistant: x\ny",
      Exchange("line a\nline b", "x\ny", None)),
+    ("whitespace of every kind around multi-byte halves", "\n\nHuman:\t\x0b\f Ünïcode 東京 \t\n\nAssistant: \f答え\x0b \n\nHuman: x",
+     Exchange("Ünïcode 東京", "答え", None)),
+    ("a reply running to the end, four-byte characters", "Human: 🚉?\n\nAssistant: 🚉!", Exchange("🚉?", "🚉!", None)),
     ("non-breaking space is not stripped", "\n\nHuman: \u00a0hi\u00a0\n\nAssistant: yo",
      Exchange("\u00a0hi\u00a0", "yo", None)),
 ]

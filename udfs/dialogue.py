@@ -26,6 +26,7 @@ sides, so that Python's `re` and Java's regex engine agree.
 from __future__ import annotations
 
 import re
+from functools import reduce
 from typing import NamedTuple, Optional
 
 from pyspark.sql import Column, DataFrame
@@ -90,17 +91,28 @@ def split_first_exchange(dialogue: Optional[str]) -> Exchange:
 
 
 # --- Spark: the same rules as built-in Column expressions (no Python round trip) ---
-# Plain string functions (substring_index, btrim, contains: one linear scan each) find the
-# turns; a regular expression runs only where it can change something (a CR, a repeated
-# turn marker, a newline), on the short halves rather than the whole dialogue.
+# Spark's character-based string functions walk a text character by character (`substr`
+# counts every character of its input first; a trim with a set of characters maps the whole
+# text), so the turns are cut by bytes instead: `substring_index` finds a marker and copies
+# what comes before it, the byte length of that tells where the rest starts, and a `substr`
+# of the text's bytes copies the rest. A long dialogue is thus scanned once for a CR, once
+# for its first reply, and otherwise only copied. A regular expression runs only where it can
+# change something (a CR, a repeated turn marker, a newline), on the short halves.
 
 WS_CHARS = " \t\n\x0b\f\r"
 _HUMAN, _ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 _REST = 1 << 30  # "to the end" for substr
 
 
+def _ends_with_ws(c: Column) -> Column:
+    return reduce(Column.__or__, [c.endswith(ch) for ch in WS_CHARS])
+
+
 def strip_ws_col(c: Column) -> Column:
-    return F.btrim(c, F.lit(WS_CHARS))
+    """`c` stripped of ASCII whitespace on both sides. The left trim stops at the first other
+    character; the right one maps the whole text, so it runs only on a text that ends with
+    whitespace (told by its last byte). `c` is best a column, not an expression to compute."""
+    return F.when(_ends_with_ws(c), F.btrim(c, F.lit(WS_CHARS))).otherwise(F.ltrim(c, F.lit(WS_CHARS)))
 
 
 def collapse_blank_lines_col(c: Column) -> Column:
@@ -109,6 +121,11 @@ def collapse_blank_lines_col(c: Column) -> Column:
 
 def _merge_turns(c: Column, marker: str, pattern: str) -> Column:
     return F.when(c.contains(marker), F.regexp_replace(c, pattern, "\n")).otherwise(c)
+
+
+def _bytes_from(c: Column, start: Column | int) -> Column:
+    """The text from its 1-based byte position `start` to its end (`start` on a character boundary)."""
+    return F.substr(c.cast("binary"), F.lit(start) if isinstance(start, int) else start, F.lit(_REST)).cast("string")
 
 
 def with_first_exchange(df: DataFrame, dialogue: str, names: tuple[str, str, str] = ("instruction", "response", "error")) -> DataFrame:
@@ -123,26 +140,32 @@ def with_first_exchange(df: DataFrame, dialogue: str, names: tuple[str, str, str
     text = F.col(dialogue)
     staged = df.withColumn("_text", F.when(text.contains("\r"), F.regexp_replace(text, NEWLINES_JAVA, "\n")).otherwise(text))
     staged = staged.withColumn("_body", F.ltrim(F.col("_text"), F.lit(WS_CHARS)))
-    staged = staged.withColumn("_rest", F.col("_body").substr(F.lit(len("Human:") + 1), F.lit(_REST)))
-    staged = staged.withColumn("_first", F.substring_index(F.col("_rest"), _ASSISTANT, 1))  # all of _rest without a reply
-    staged = staged.withColumn(
-        "_reply", F.substring_index(F.col("_rest").substr(F.length("_first") + len(_ASSISTANT) + 1, F.lit(_REST)), _HUMAN, 1)
-    )
+    # "Human:" and the first turns, up to the first reply (all of the body when there is none)
+    staged = staged.withColumn("_upto", F.substring_index(F.col("_body"), _ASSISTANT, 1))
+    staged = staged.withColumn("_replied", F.octet_length("_upto") < F.octet_length("_body"))
     staged = staged.withColumns({
-        "_instruction": collapse_blank_lines_col(strip_ws_col(_merge_turns(F.col("_first"), _HUMAN, MERGE_HUMAN))),
-        "_response": strip_ws_col(_merge_turns(F.col("_reply"), _ASSISTANT, MERGE_ASSISTANT)),
+        "_first": _bytes_from(F.col("_upto"), len("Human:") + 1),
+        "_reply": F.substring_index(_bytes_from(F.col("_body"), F.octet_length("_upto") + len(_ASSISTANT) + 1), _HUMAN, 1),
+    })
+    staged = staged.withColumns({
+        "_instruction": _merge_turns(F.col("_first"), _HUMAN, MERGE_HUMAN),
+        "_response": _merge_turns(F.col("_reply"), _ASSISTANT, MERGE_ASSISTANT),
+    })
+    staged = staged.withColumns({
+        "_instruction": collapse_blank_lines_col(strip_ws_col(F.col("_instruction"))),
+        "_response": strip_ws_col(F.col("_response")),
     })
     head = F.col("_body").startswith("Human:")
     why = (
         F.when(F.col("_text").isNull() | (F.col("_body") == ""), F.lit("empty_dialogue"))
         .when(~head & ~F.col("_text").contains("Human:"), F.lit("no_human_turn"))
         .when(~head, F.lit("text_before_first_human_turn"))
-        .when(~F.col("_rest").contains(_ASSISTANT), F.lit("no_assistant_reply"))
+        .when(~F.col("_replied"), F.lit("no_assistant_reply"))
         .when(F.col("_instruction") == "", F.lit("empty_instruction"))
         .when(F.col("_response") == "", F.lit("empty_response"))
     )
     staged = staged.withColumn(error, why)
     ok = F.col(error).isNull()
     return staged.withColumns({instruction: F.when(ok, F.col("_instruction")), response: F.when(ok, F.col("_response"))}).drop(
-        "_text", "_body", "_rest", "_first", "_reply", "_instruction", "_response"
+        "_text", "_body", "_upto", "_replied", "_first", "_reply", "_instruction", "_response"
     )

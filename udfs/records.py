@@ -86,16 +86,18 @@ def with_typed_fields(df: DataFrame, fields: list[Field], raw: str = "raw") -> D
 
 
 def canonical_text(fields: list[Field]) -> Column:
-    """The typed fields as one unambiguous text: each value as `<characters>:<text>` (a string as
-    it is, an array as JSON, another value cast to a string), a null as `-`, joined by `,`.
+    """The typed fields as one unambiguous text: each value as `<bytes>:<text>` (a string as it
+    is, an array as JSON, another value cast to a string; its length in UTF-8 bytes), a null as
+    `-`, joined by `,`.
 
     Cheaper than JSON for long texts (nothing is escaped, no second encoding), and as exact:
-    the length says where each value ends.
+    the length says where each value ends. The length is in bytes, which a string knows,
+    rather than in characters, which would need a walk through every text.
     """
     def one(f: Field) -> Column:
         c = F.col(f.name)
         text = c if f.type == "string" else F.to_json(c) if f.type.startswith("array") else c.cast("string")
-        return F.coalesce(F.concat(F.length(text).cast("string"), F.lit(":"), text), F.lit("-"))
+        return F.coalesce(F.concat(F.octet_length(text).cast("string"), F.lit(":"), text), F.lit("-"))
 
     return F.concat_ws(",", *[one(f) for f in fields])
 

@@ -26,7 +26,6 @@ sides, so that Python's `re` and Java's regex engine agree.
 from __future__ import annotations
 
 import re
-from functools import reduce
 from typing import NamedTuple, Optional
 
 from pyspark.sql import Column, DataFrame
@@ -98,21 +97,18 @@ def split_first_exchange(dialogue: Optional[str]) -> Exchange:
 # of the text's bytes copies the rest. A long dialogue is thus scanned once for a CR, once
 # for its first reply, and otherwise only copied. A regular expression runs only where it can
 # change something (a CR, a repeated turn marker, a newline), on the short halves.
+# Every intermediate is referenced as few times as it can be: a filter on the result (the
+# decontamination's, on `drop_reason`) is pushed below these columns with their definitions
+# written into it, so each extra reference multiplies the filter's generated code (a right
+# trim only where a text ends with whitespace made it outgrow Java's 64 KB method limit).
 
 WS_CHARS = " \t\n\x0b\f\r"
 _HUMAN, _ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 _REST = 1 << 30  # "to the end" for substr
 
 
-def _ends_with_ws(c: Column) -> Column:
-    return reduce(Column.__or__, [c.endswith(ch) for ch in WS_CHARS])
-
-
 def strip_ws_col(c: Column) -> Column:
-    """`c` stripped of ASCII whitespace on both sides. The left trim stops at the first other
-    character; the right one maps the whole text, so it runs only on a text that ends with
-    whitespace (told by its last byte). `c` is best a column, not an expression to compute."""
-    return F.when(_ends_with_ws(c), F.btrim(c, F.lit(WS_CHARS))).otherwise(F.ltrim(c, F.lit(WS_CHARS)))
+    return F.btrim(c, F.lit(WS_CHARS))
 
 
 def collapse_blank_lines_col(c: Column) -> Column:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import html
 import io
 import json
+from functools import reduce
 from typing import Optional
 
 from pyspark.sql import Column, DataFrame, Window
@@ -214,13 +215,10 @@ def examples(pairs: DataFrame, conf: Config) -> dict:
     out: dict = {"kept": [], "dropped": {}}
     if not picked:
         return out
-    # A broadcast join on the picked keys: as a filter, an OR of their equalities made a generated
-    # method too long for the JIT compiler, run interpreted on every pair.
-    chosen = pairs.sparkSession.createDataFrame([tuple(r[k] for k in KEYS) for r in picked], pairs.select(*KEYS).schema)
-    wanted = pairs.join(F.broadcast(chosen), [pairs[k].eqNullSafe(chosen[k]) for k in KEYS], "left_semi")
+    wanted = reduce(Column.__or__, [reduce(Column.__and__, [F.col(k).eqNullSafe(F.lit(r[k])) for k in KEYS]) for r in picked])
     texts = {
         tuple(r[k] for k in KEYS): r
-        for r in wanted.select(*KEYS, "source", DROP_REASON, cut("instruction").alias("instruction"),
+        for r in pairs.where(wanted).select(*KEYS, "source", DROP_REASON, cut("instruction").alias("instruction"),
                                             cut("response").alias("response")).collect()
     }
     for r in sorted(picked, key=lambda r: (r["_kind"], r["_n"])):

@@ -90,13 +90,12 @@ def split_first_exchange(dialogue: Optional[str]) -> Exchange:
 
 
 # --- Spark: the same rules as built-in Column expressions (no Python round trip) ---
-# Spark's character-based string functions walk a text character by character (`substr`
-# counts every character of its input first; a trim with a set of characters maps the whole
-# text), so the turns are cut by bytes instead: `substring_index` finds a marker and copies
-# what comes before it, the byte length of that tells where the rest starts, and a `substr`
-# of the text's bytes copies the rest. A long dialogue is thus scanned once for a CR, once
-# for its first reply, and otherwise only copied. A regular expression runs only where it can
-# change something (a CR, a repeated turn marker, a newline), on the short halves.
+# Spark's `substr` of a text counts every character of it first, so the turns are cut by
+# bytes: `substring_index` finds a marker and copies what comes before it, the byte length
+# of that tells where the rest starts, and a `substr` of the text's bytes copies the rest. A
+# long dialogue is thus scanned once for a CR, once for its first reply, and otherwise only
+# copied; the trims and a regular expression (only where it can change something: a CR, a
+# repeated turn marker, a newline) run on the short halves.
 # Every intermediate is referenced as few times as it can be: a filter on the result (the
 # decontamination's, on `drop_reason`) is pushed below these columns with their definitions
 # written into it, so each extra reference multiplies the filter's generated code (a right
@@ -119,9 +118,9 @@ def _merge_turns(c: Column, marker: str, pattern: str) -> Column:
     return F.when(c.contains(marker), F.regexp_replace(c, pattern, "\n")).otherwise(c)
 
 
-def _bytes_from(c: Column, start: Column | int) -> Column:
+def _bytes_from(c: Column, start: Column) -> Column:
     """The text from its 1-based byte position `start` to its end (`start` on a character boundary)."""
-    return F.substr(c.cast("binary"), F.lit(start) if isinstance(start, int) else start, F.lit(_REST)).cast("string")
+    return F.substr(c.cast("binary"), start, F.lit(_REST)).cast("string")
 
 
 def with_first_exchange(df: DataFrame, dialogue: str, names: tuple[str, str, str] = ("instruction", "response", "error")) -> DataFrame:
@@ -140,9 +139,11 @@ def with_first_exchange(df: DataFrame, dialogue: str, names: tuple[str, str, str
     staged = staged.withColumn("_upto", F.substring_index(F.col("_body"), _ASSISTANT, 1))
     staged = staged.withColumn("_replied", F.octet_length("_upto") < F.octet_length("_body"))
     staged = staged.withColumns({
-        "_first": _bytes_from(F.col("_upto"), len("Human:") + 1),
+        "_first": _bytes_from(F.col("_upto"), F.lit(len("Human:") + 1)),
         "_reply": F.substring_index(_bytes_from(F.col("_body"), F.octet_length("_upto") + len(_ASSISTANT) + 1), _HUMAN, 1),
     })
+    # The merged turns are columns of their own before the trims: nested inside them, the
+    # same split, filters and pair_id of the 10^6 set took 15.5-16.9 s against 14.2 s (warm).
     staged = staged.withColumns({
         "_instruction": _merge_turns(F.col("_first"), _HUMAN, MERGE_HUMAN),
         "_response": _merge_turns(F.col("_reply"), _ASSISTANT, MERGE_ASSISTANT),

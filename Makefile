@@ -87,9 +87,11 @@ test: check-java setup
 # Cost against input size, instructlake against a single-process script (benchmarks/run_bench.py):
 # the data sets go to bench-data/, lakes and results.json to bench-work/. 10^6 dialogues:
 # `make bench BENCH_N=1000000` (about 750 MB of data, and up to about 6 GB under bench-work/ while it runs).
+# BENCH_HEAP: the JVM's heap (spark.driver.memory, local mode's executor memory).
 BENCH_N ?= 10000 100000
+BENCH_HEAP ?= 2g
 bench: check-java setup
-	$(PY) benchmarks/run_bench.py --n $(BENCH_N)
+	$(PY) benchmarks/run_bench.py --n $(BENCH_N) --driver-memory $(BENCH_HEAP)
 
 clean:
 	rm -rf lake out spark-warehouse .pytest_cache bench-work

@@ -19,11 +19,15 @@ over its process tree: the driver's Python, the JVM, the Python workers;
 the warm run's peak is taken from the end of the first run on (its JVM has
 grown already, and the RSS of a JVM rarely shrinks). Then the outputs are
 read back and compared as sets of `[source, text]` elements. One table is
-printed; the numbers also go to `<work>/results.json`.
+printed; the numbers also go to `<work>/results.json`. `--driver-memory`
+sets the JVM's heap (local mode's executor memory; 2g by default, as in the
+pipeline's local mode): run at two N with the same heap, it shows whether the
+peak grows with N or stays within what was configured.
 
-    .venv/bin/python benchmarks/run_bench.py [--n 10000 100000] [--data bench-data] [--work bench-work]
+    .venv/bin/python benchmarks/run_bench.py [--n 10000 100000] [--data bench-data] [--work bench-work] [--driver-memory 2g]
     make bench                       # N = 10^4, 10^5
     make bench BENCH_N="1000000"     # 10^6 (about 3 GB of data; see README)
+    make bench BENCH_HEAP=1g         # the same with a 1 GiB heap
 
 The machine's load average is printed with the table: the timings are
 wall-clock times, and other processes on the machine slow both runs alike.
@@ -44,7 +48,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from jobs.session import LOCAL_DEFAULTS  # noqa: E402
+
 STAGES = ("ingest", "pairs", "export")
+DEFAULT_HEAP = LOCAL_DEFAULTS["spark.driver.memory"]
 
 
 class PeakRss(threading.Thread):
@@ -109,8 +116,9 @@ def measured(cmd: list[str], **kw) -> list[tuple[dict, dict]]:
     return runs
 
 
-def bench_conf(data: Path, work: Path) -> Path:
-    """A conf extending bench.yaml with this data set, lake and output."""
+def bench_conf(data: Path, work: Path, driver_memory: str) -> Path:
+    """A conf extending bench.yaml with this data set, lake and output, and the JVM's heap
+    (`spark.driver.memory`, local mode's executor memory)."""
     import yaml
 
     conf = {
@@ -121,6 +129,7 @@ def bench_conf(data: Path, work: Path) -> Path:
             {"name": "red_team_attempts", "label": "hh_harmless", "format": "red_team", "paths": [str(data / "red-team-attempts")]},
         ],
         "paths": {"lake": str(work / "lake"), "output": str(work / "out")},
+        "spark": {"options": {"spark.driver.memory": driver_memory}},
     }
     path = work / "bench.yaml"
     path.write_text(yaml.safe_dump(conf, sort_keys=False))
@@ -167,6 +176,7 @@ def _timed_stages(spark, conf, name: str, session) -> None:
     print(json.dumps({
         "run": name, "seconds": seconds, "release": result.output,
         "rows_read": sum(c["read"] for c in counts.values()), "rows_kept": result.total_rows,
+        "jvm_max_heap": spark._jvm.java.lang.Runtime.getRuntime().maxMemory(),  # what the JVM took of --driver-memory
     }), flush=True)
 
 
@@ -180,7 +190,7 @@ def element_digests(files: list[Path]) -> list[bytes]:
     return sorted(out)
 
 
-def bench_one(n: int, data_root: Path, work_root: Path, keep: bool) -> list[dict]:
+def bench_one(n: int, data_root: Path, work_root: Path, keep: bool, driver_memory: str) -> list[dict]:
     from benchmarks.gen_scale import generate
 
     data = generate(n, data_root)
@@ -189,7 +199,7 @@ def bench_one(n: int, data_root: Path, work_root: Path, keep: bool) -> list[dict
     work.mkdir(parents=True)
     py = sys.executable
     [(base, base_mem)] = measured([py, str(REPO / "benchmarks" / "baseline.py"), str(data), str(work / "baseline")])
-    cold, warm = measured([py, __file__, "--child", str(bench_conf(data, work))], cwd=REPO)
+    cold, warm = measured([py, __file__, "--child", str(bench_conf(data, work, driver_memory))], cwd=REPO)
     base_pairs = element_digests(sorted((work / "baseline").glob("*.json")))
     runs = [
         (name, r, mem, base_pairs == element_digests(sorted(Path(r["release"].removeprefix("file:")).glob("*_part*.json"))))
@@ -205,7 +215,7 @@ def bench_one(n: int, data_root: Path, work_root: Path, keep: bool) -> list[dict
         rows.append({
             "n": n, "impl": name, "session_s": s.get("session"), **{f"{k}_s": s[k] for k in STAGES},
             "work_s": work_s, "rows_per_s": n / work_s, "rows_read": r["rows_read"], "rows_kept": r["rows_kept"],
-            "peak_rss": mem, "same_pairs": same_pairs,
+            "peak_rss": mem, "same_pairs": same_pairs, "jvm_max_heap": r.get("jvm_max_heap"),
         })
     return rows
 
@@ -237,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=REPO / "bench-data", help="data sets of gen_scale.py (default ./bench-data)")
     p.add_argument("--work", type=Path, default=REPO / "bench-work", help="lakes, outputs, results.json (default ./bench-work)")
     p.add_argument("--keep", action="store_true", help="keep each N's lake and outputs")
+    p.add_argument("--driver-memory", metavar="SIZE", default=DEFAULT_HEAP,
+                   help=f"the JVM's heap, local mode's executor memory (default {DEFAULT_HEAP}, as the pipeline's)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -244,11 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for n in args.n:
         load = os.getloadavg()
-        rows += bench_one(n, args.data.resolve(), args.work.resolve(), args.keep)
+        rows += bench_one(n, args.data.resolve(), args.work.resolve(), args.keep, args.driver_memory)
         print(f"N={n:,} done (load average before: {load[0]:.2f})", file=sys.stderr)
     report = table(rows)
     load = os.getloadavg()
-    print(f"{report}\n\n{os.cpu_count()} cores; load average now {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    heaps = sorted({r["jvm_max_heap"] for r in rows if r["jvm_max_heap"]})
+    heap = f"--driver-memory {args.driver_memory} (the JVM's max heap: {', '.join(f'{h / (1 << 20):,.0f} MiB' for h in heaps)})"
+    print(f"{report}\n\n{heap}; {os.cpu_count()} cores; load average now {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     args.work.mkdir(parents=True, exist_ok=True)
     (args.work / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     return 0 if all(r["same_pairs"] for r in rows) else 1

@@ -18,7 +18,7 @@ def test_bench_runs_both_implementations_and_they_make_the_same_pairs(tmp_path):
     work = tmp_path / "work"
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "run_bench.py"), "--n", str(n), "--data", str(tmp_path / "data"),
-         "--work", str(work)],
+         "--work", str(work), "--driver-memory", "1g"],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -34,10 +34,13 @@ def test_bench_runs_both_implementations_and_they_make_the_same_pairs(tmp_path):
         assert r["work_s"] == sum(r[f"{stage}_s"] for stage in ("ingest", "pairs", "export")) > 0
         assert 0 < r["peak_rss"]["jvm"] <= r["peak_rss"]["total"]  # each run's own peak, the JVM's included
     assert rows[0]["peak_rss"]["total"] > 0 and rows[0]["peak_rss"]["jvm"] == 0  # the baseline: Python alone
+    # --driver-memory reached the JVM: its heap is the 1 GiB asked for, not the default 2 GiB.
+    assert rows[0]["jvm_max_heap"] is None and cold["jvm_max_heap"] == warm["jvm_max_heap"] == 1 << 30
     # The table: a header, a rule, one line per implementation that says the pairs are the same.
     lines = proc.stdout.splitlines()
     assert lines[0].split()[:2] == ["N", "impl"] and set(lines[1]) <= {"-", " "}
     body = lines[2:5]
     assert [line.split()[1] for line in body] == ["baseline", "instructlake", "instructlake,"]
     assert all(" yes " in line for line in body)
+    assert "--driver-memory 1g (the JVM's max heap: 1,024 MiB)" in proc.stdout
     assert not (work / str(n)).exists()  # the lakes and outputs are removed unless --keep

@@ -177,7 +177,23 @@ def _timed_stages(spark, conf, name: str, session) -> None:
         "run": name, "seconds": seconds, "release": result.output,
         "rows_read": sum(c["read"] for c in counts.values()), "rows_kept": result.total_rows,
         "jvm_max_heap": spark._jvm.java.lang.Runtime.getRuntime().maxMemory(),  # what the JVM took of --driver-memory
+        "jvm_off_heap": jvm_off_heap(spark),
     }), flush=True)
+
+
+def jvm_off_heap(spark) -> dict:
+    """Bytes the JVM holds beyond its heap, from its own memory beans: the peak use of the
+    metaspace and of the compiled code since it started, the direct buffers in use now."""
+    beans = spark._jvm.java.lang.management.ManagementFactory
+    out = {"metaspace": 0, "code": 0, "direct": 0}
+    for pool in beans.getMemoryPoolMXBeans():
+        name = pool.getName()
+        kind = "code" if name.startswith("CodeHeap") else "metaspace" if name in ("Metaspace", "Compressed Class Space") else None
+        if kind:
+            out[kind] += pool.getPeakUsage().getUsed()
+    buffers = spark._jvm.java.lang.Class.forName("java.lang.management.BufferPoolMXBean")
+    out["direct"] = sum(b.getMemoryUsed() for b in beans.getPlatformMXBeans(buffers) if b.getName() == "direct")
+    return out
 
 
 def element_digests(files: list[Path]) -> list[bytes]:
@@ -215,7 +231,7 @@ def bench_one(n: int, data_root: Path, work_root: Path, keep: bool, driver_memor
         rows.append({
             "n": n, "impl": name, "session_s": s.get("session"), **{f"{k}_s": s[k] for k in STAGES},
             "work_s": work_s, "rows_per_s": n / work_s, "rows_read": r["rows_read"], "rows_kept": r["rows_kept"],
-            "peak_rss": mem, "same_pairs": same_pairs, "jvm_max_heap": r.get("jvm_max_heap"),
+            "peak_rss": mem, "same_pairs": same_pairs, "jvm_max_heap": r.get("jvm_max_heap"), "jvm_off_heap": r.get("jvm_off_heap"),
         })
     return rows
 
@@ -241,6 +257,16 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def off_heap_lines(rows: list[dict]) -> str:
+    """A line per instructlake run: what its JVM held beyond the heap (`jvm_off_heap`)."""
+    mib = 1 << 20
+    return "\n".join(
+        f"N={r['n']:,} {r['impl']}: beyond the heap, metaspace {m['metaspace'] / mib:,.0f} MiB and compiled code "
+        f"{m['code'] / mib:,.0f} MiB at their peaks since the JVM started, direct buffers {m['direct'] / mib:,.0f} MiB at the end"
+        for r in rows if (m := r["jvm_off_heap"])
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, nargs="+", default=[10_000, 100_000], help="data set sizes (default 10000 100000)")
@@ -262,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     heaps = sorted({r["jvm_max_heap"] for r in rows if r["jvm_max_heap"]})
     heap = f"--driver-memory {args.driver_memory} (the JVM's max heap: {', '.join(f'{h / (1 << 20):,.0f} MiB' for h in heaps)})"
-    print(f"{report}\n\n{heap}; {os.cpu_count()} cores; load average now {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"{report}\n\n{off_heap_lines(rows)}\n{heap}; {os.cpu_count()} cores; load average now {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     args.work.mkdir(parents=True, exist_ok=True)
     (args.work / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     return 0 if all(r["same_pairs"] for r in rows) else 1

@@ -34,19 +34,23 @@ def test_bench_runs_both_implementations_and_they_make_the_same_pairs(tmp_path):
         assert r["work_s"] == sum(r[f"{stage}_s"] for stage in ("ingest", "pairs", "export")) > 0
         assert 0 < r["peak_rss"]["jvm"] <= r["peak_rss"]["total"]  # each run's own peak, the JVM's included
     assert rows[0]["peak_rss"]["total"] > 0 and rows[0]["peak_rss"]["jvm"] == 0  # the baseline: Python alone
-    # --driver-memory reached the JVM: its heap is the 1 GiB asked for, not the default 2 GiB.
-    assert rows[0]["jvm_max_heap"] is None and cold["jvm_max_heap"] == warm["jvm_max_heap"] == 1 << 30
-    # What the JVM holds beyond the heap, from its memory beans: peaks, so the warm run's are at least the cold's.
+    # --driver-memory reached the JVM: its heap is the 1 GiB asked for (less a survivor space with
+    # some collectors), not the default 2 GiB.
+    assert rows[0]["jvm_max_heap"] is None and cold["jvm_max_heap"] == warm["jvm_max_heap"]
+    assert 0.9 * (1 << 30) <= cold["jvm_max_heap"] <= 1 << 30
+    # What the JVM holds beyond the heap, from its memory beans: peaks, so the warm run's are at least
+    # the cold's; all of it within the JVM's RSS.
     assert rows[0]["jvm_off_heap"] is None
     for kind in ("metaspace", "code"):
-        assert 0 < cold["jvm_off_heap"][kind] <= warm["jvm_off_heap"][kind] < cold["peak_rss"]["jvm"]
-    assert all(r["jvm_off_heap"]["direct"] >= 0 for r in (cold, warm))
+        assert 0 < cold["jvm_off_heap"][kind] <= warm["jvm_off_heap"][kind]
+    for r in (cold, warm):
+        assert sum(r["jvm_off_heap"].values()) < r["peak_rss"]["jvm"]
     # The table: a header, a rule, one line per implementation that says the pairs are the same.
     lines = proc.stdout.splitlines()
     assert lines[0].split()[:2] == ["N", "impl"] and set(lines[1]) <= {"-", " "}
     body = lines[2:5]
     assert [line.split()[1] for line in body] == ["baseline", "instructlake", "instructlake,"]
     assert all(" yes " in line for line in body)
-    assert "--driver-memory 1g (the JVM's max heap: 1,024 MiB)" in proc.stdout
+    assert "--driver-memory 1g (the JVM's max heap: " in proc.stdout
     assert sum(line.startswith(f"N={n} instructlake") and "beyond the heap, metaspace" in line for line in lines) == 2
     assert not (work / str(n)).exists()  # the lakes and outputs are removed unless --keep

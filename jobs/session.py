@@ -28,6 +28,11 @@ LOCAL_DEFAULTS = {
     "spark.ui.showConsoleProgress": "false",
     "spark.driver.memory": "2g",
 }
+# The JVM's options in local mode. NIO keeps, per thread, a direct buffer as large as the largest
+# heap buffer that thread has read or written; Spark's task threads live on, so these caches grew
+# with the data (to about 200 MiB at 10^6 dialogues, see the README's "Performance at scale").
+# Buffers above 256 KiB are freed after use instead.
+LOCAL_JAVA_OPTIONS = ["-Djdk.nio.maxCachedBufferSize=262144"]
 # Session-level SQL settings for any local master, however it was launched
 # (also `spark-submit --master local[N]`): Delta's default of 50 partitions
 # for reading its log is made for clusters, not for one machine.
@@ -72,8 +77,8 @@ def get_spark(settings: SparkSettings | None = None):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.master(settings.master)
         log4j = CONF_DIR / "log4j2.properties"
-        if log4j.is_file():
-            builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j.configurationFile={log4j.as_uri()}")
+        java_options = [*([f"-Dlog4j.configurationFile={log4j.as_uri()}"] if log4j.is_file() else []), *LOCAL_JAVA_OPTIONS]
+        builder = builder.config("spark.driver.extraJavaOptions", " ".join(java_options))
         for key, value in LOCAL_DEFAULTS.items():
             builder = builder.config(key, value)
         paths = jars.cached_jars(settings.jars_dir)

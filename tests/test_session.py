@@ -1,0 +1,29 @@
+"""The local-mode JVM's options (`jobs.session.LOCAL_JAVA_OPTIONS`), on the tests' own session."""
+from __future__ import annotations
+
+
+def _direct_bytes(spark) -> int:
+    beans = spark._jvm.java.lang.management.ManagementFactory
+    buffers = spark._jvm.java.lang.Class.forName("java.lang.management.BufferPoolMXBean")
+    return sum(b.getMemoryUsed() for b in beans.getPlatformMXBeans(buffers) if b.getName() == "direct")
+
+
+def test_large_nio_writes_leave_no_cached_direct_buffer(spark, tmp_path):
+    jvm = spark._jvm
+    assert jvm.java.lang.System.getProperty("jdk.nio.maxCachedBufferSize") == "262144"
+    assert (jvm.java.lang.System.getProperty("log4j.configurationFile") or "").endswith("log4j2.properties")
+    # A write of a 4 MiB heap buffer through a file channel needs a temporary direct buffer of that
+    # size; NIO would keep it for the thread (and Spark's task threads live on): it must be freed.
+    data = bytes(range(256)) * (4 * 4096)
+    before = _direct_bytes(spark)
+    target = jvm.java.io.RandomAccessFile(str(tmp_path / "big.bin"), "rw")
+    try:
+        channel = target.getChannel()
+        for _ in range(3):
+            buffer = jvm.java.nio.ByteBuffer.wrap(data)
+            while buffer.hasRemaining():
+                channel.write(buffer)
+    finally:
+        target.close()
+    assert (tmp_path / "big.bin").stat().st_size == 3 * len(data)
+    assert _direct_bytes(spark) - before < len(data) // 2

@@ -48,7 +48,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from jobs.session import LOCAL_DEFAULTS  # noqa: E402
+from jobs.session import LOCAL_DEFAULTS, jvm_off_heap  # noqa: E402
 
 STAGES = ("ingest", "pairs", "export")
 DEFAULT_HEAP = LOCAL_DEFAULTS["spark.driver.memory"]
@@ -179,21 +179,6 @@ def _timed_stages(spark, conf, name: str, session) -> None:
         "jvm_max_heap": spark._jvm.java.lang.Runtime.getRuntime().maxMemory(),  # what the JVM took of --driver-memory
         "jvm_off_heap": jvm_off_heap(spark),
     }), flush=True)
-
-
-def jvm_off_heap(spark) -> dict:
-    """Bytes the JVM holds beyond its heap, from its own memory beans: the peak use of the
-    metaspace and of the compiled code since it started, the direct buffers in use now."""
-    beans = spark._jvm.java.lang.management.ManagementFactory
-    out = {"metaspace": 0, "code": 0, "direct": 0}
-    for pool in beans.getMemoryPoolMXBeans():
-        name = pool.getName()
-        kind = "code" if name.startswith("CodeHeap") else "metaspace" if name in ("Metaspace", "Compressed Class Space") else None
-        if kind:
-            out[kind] += pool.getPeakUsage().getUsed()
-    buffers = spark._jvm.java.lang.Class.forName("java.lang.management.BufferPoolMXBean")
-    out["direct"] = sum(b.getMemoryUsed() for b in beans.getPlatformMXBeans(buffers) if b.getName() == "direct")
-    return out
 
 
 def element_digests(files: list[Path]) -> list[bytes]:

@@ -77,8 +77,8 @@ def get_spark(settings: SparkSettings | None = None):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.master(settings.master)
         log4j = CONF_DIR / "log4j2.properties"
-        java_options = [*([f"-Dlog4j.configurationFile={log4j.as_uri()}"] if log4j.is_file() else []), *LOCAL_JAVA_OPTIONS]
-        builder = builder.config("spark.driver.extraJavaOptions", " ".join(java_options))
+        java_options = [f"-Dlog4j.configurationFile={log4j.as_uri()}"] if log4j.is_file() else []
+        builder = builder.config("spark.driver.extraJavaOptions", " ".join([*java_options, *LOCAL_JAVA_OPTIONS]))
         for key, value in LOCAL_DEFAULTS.items():
             builder = builder.config(key, value)
         paths = jars.cached_jars(settings.jars_dir)
@@ -119,3 +119,18 @@ def _check_delta(spark) -> None:
 
 def _is_databricks() -> bool:
     return "DATABRICKS_RUNTIME_VERSION" in os.environ
+
+
+def jvm_off_heap(spark) -> dict:
+    """Bytes the JVM holds beyond its heap, from its own memory beans: the peak use of the
+    metaspace and of the compiled code since it started, the direct buffers in use now."""
+    beans = spark._jvm.java.lang.management.ManagementFactory
+    out = {"metaspace": 0, "code": 0, "direct": 0}
+    for pool in beans.getMemoryPoolMXBeans():
+        name = pool.getName()
+        kind = "code" if name.startswith("CodeHeap") else "metaspace" if name in ("Metaspace", "Compressed Class Space") else None
+        if kind:
+            out[kind] += pool.getPeakUsage().getUsed()
+    buffers = spark._jvm.java.lang.Class.forName("java.lang.management.BufferPoolMXBean")
+    out["direct"] = sum(b.getMemoryUsed() for b in beans.getPlatformMXBeans(buffers) if b.getName() == "direct")
+    return out

@@ -1,11 +1,11 @@
 """The local-mode JVM's options (`jobs.session.LOCAL_JAVA_OPTIONS`), on the tests' own session."""
 from __future__ import annotations
 
+from jobs.session import jvm_off_heap
+
 
 def _direct_bytes(spark) -> int:
-    beans = spark._jvm.java.lang.management.ManagementFactory
-    buffers = spark._jvm.java.lang.Class.forName("java.lang.management.BufferPoolMXBean")
-    return sum(b.getMemoryUsed() for b in beans.getPlatformMXBeans(buffers) if b.getName() == "direct")
+    return jvm_off_heap(spark)["direct"]
 
 
 def test_large_nio_writes_leave_no_cached_direct_buffer(spark, tmp_path):

@@ -33,6 +33,7 @@ LOCAL_DEFAULTS = {
 # with the data (to about 200 MiB at 10^6 dialogues, see the README's "Performance at scale").
 # Buffers above 256 KiB are freed after use instead.
 LOCAL_JAVA_OPTIONS = ["-Djdk.nio.maxCachedBufferSize=262144"]
+JAVA_OPTIONS_KEY = "spark.driver.extraJavaOptions"  # in local mode, added to these (`local_java_options`)
 # Session-level SQL settings for any local master, however it was launched
 # (also `spark-submit --master local[N]`): Delta's default of 50 partitions
 # for reading its log is made for clusters, not for one machine.
@@ -49,6 +50,16 @@ class DeltaUnavailableError(RuntimeError):
 def _under_spark_submit() -> bool:
     # spark-submit starts the JVM first and hands its gateway to the Python driver.
     return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def local_java_options(settings: SparkSettings) -> str:
+    """The JVM's options in local mode: the log configuration, `LOCAL_JAVA_OPTIONS`, then the
+    conf's own `spark.driver.extraJavaOptions` (last, so that they win where they repeat one: the
+    last of a repeated option on the JVM's command line is the one it takes)."""
+    log4j = CONF_DIR / "log4j2.properties"
+    options = [f"-Dlog4j.configurationFile={log4j.as_uri()}"] if log4j.is_file() else []
+    own = settings.options.get(JAVA_OPTIONS_KEY)
+    return " ".join([*options, *LOCAL_JAVA_OPTIONS, *([own] if own else [])])
 
 
 def get_spark(settings: SparkSettings | None = None):
@@ -76,15 +87,14 @@ def get_spark(settings: SparkSettings | None = None):
         # Bind to loopback: a laptop's changing address is no business of local mode.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.master(settings.master)
-        log4j = CONF_DIR / "log4j2.properties"
-        java_options = [f"-Dlog4j.configurationFile={log4j.as_uri()}"] if log4j.is_file() else []
-        builder = builder.config("spark.driver.extraJavaOptions", " ".join([*java_options, *LOCAL_JAVA_OPTIONS]))
+        builder = builder.config(JAVA_OPTIONS_KEY, local_java_options(settings))
         for key, value in LOCAL_DEFAULTS.items():
             builder = builder.config(key, value)
         paths = jars.cached_jars(settings.jars_dir)
         builder = builder.config("spark.jars", ",".join(str(p) for p in paths))
     for key, value in settings.options.items():
-        builder = builder.config(key, value)
+        if key != JAVA_OPTIONS_KEY or _under_spark_submit():
+            builder = builder.config(key, value)
     builder = builder.config("spark.sql.session.timeZone", "UTC")
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.log_level)

@@ -27,3 +27,15 @@ def test_large_nio_writes_leave_no_cached_direct_buffer(spark, tmp_path):
         target.close()
     assert (tmp_path / "big.bin").stat().st_size == 3 * len(data)
     assert _direct_bytes(spark) - before < len(data) // 2
+
+
+def test_a_confs_own_jvm_options_come_after_the_local_ones():
+    from jobs.config import SparkSettings
+    from jobs.session import JAVA_OPTIONS_KEY, LOCAL_JAVA_OPTIONS, local_java_options
+
+    plain = local_java_options(SparkSettings()).split()
+    assert plain[0].startswith("-Dlog4j.configurationFile=") and plain[1:] == LOCAL_JAVA_OPTIONS
+    # The conf's options are kept, not put in the local ones' place; the last one wins on a repeat.
+    own = "-XX:NativeMemoryTracking=summary -Djdk.nio.maxCachedBufferSize=0"
+    merged = local_java_options(SparkSettings(options={JAVA_OPTIONS_KEY: own})).split()
+    assert merged == [*plain, *own.split()]

@@ -5,8 +5,13 @@ table. Its own Spark process, as `make bench` starts it; the timings themselves 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from conftest import REPO
 
@@ -54,3 +59,33 @@ def test_bench_runs_both_implementations_and_they_make_the_same_pairs(tmp_path):
     assert "--driver-memory 1g (the JVM's max heap: " in proc.stdout
     assert sum(line.startswith(f"N={n} instructlake") and "beyond the heap, metaspace" in line for line in lines) == 2
     assert not (work / str(n)).exists()  # the lakes and outputs are removed unless --keep
+
+
+def test_memory_breakdown_of_the_jvm_at_a_small_n(tmp_path):
+    """`benchmarks/bench_memory.py`: the JVM's RSS split by its own Native Memory Tracking, at the
+    peak and after each stage, in a fresh JVM with a 1 GiB heap."""
+    java_home = os.environ.get("JAVA_HOME")
+    if not shutil.which("jcmd") and not (java_home and (Path(java_home) / "bin" / "jcmd").is_file()):
+        pytest.skip("jcmd is not installed (it comes with a JDK)")
+    n, work = 400, tmp_path / "work"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_memory.py"), "--n", str(n), "--data", str(tmp_path / "data"),
+         "--work", str(work), "--driver-memory", "1g"],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [result] = json.loads((work / "memory.json").read_text())
+    assert result["n"] == n and 0.9 * (1 << 30) <= result["heap_max"] <= 1 << 30
+    moments = [*result["after"].values(), result["peak"]]
+    assert list(result["after"]) == ["ingest", "pairs", "export"] and all(m["seconds"] > 0 for m in result["after"].values())
+    for m in moments:
+        # The heap committed never exceeds the configured one; the JVM's own native memory (metaspace,
+        # code, GC, threads) is there; the three parts add up to the anonymous RSS, within the RSS.
+        assert 0 < m["heap"] <= result["heap_max"] and m["jvm_native"] > 50 << 20
+        assert m["heap"] + m["jvm_native"] + m["untracked"] <= m["rss"]
+    assert result["peak"]["rss"] == max(m["rss"] for m in moments)
+    assert result["peak"]["stage"] in ("ingest", "pairs", "export")
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:2] == ["N", "when"] and sum(line.startswith(f"{n} ") for line in lines) == 4
+    assert "--driver-memory 1g (the JVM's max heap: " in proc.stdout
+    assert not (work / f"memory-{n}").exists()

@@ -1,10 +1,9 @@
 """What Spark itself costs to read the HH records of a scale data set, step by step.
 
-On the HH-RLHF files of a `gen_scale.py` data set (`--n`, default 10^6, made
-when missing:
-900,000 dialogues in 36 gzip files), in one warm JVM (local[2], the pipeline's
-session), each step timed `--repeat` times, Spark's `noop` writer running
-the plan where nothing is written:
+On the HH-RLHF files of a `gen_scale.py` data set (`--n`, default 10^6:
+900,000 dialogues in 36 gzip files; made when missing), in one warm JVM
+(local[2], the pipeline's session), each step timed `--repeat` times,
+Spark's `noop` writer running the plan where nothing is written:
 
 1. the gzip files read as lines, counted;
 2. each line parsed into a VARIANT (`try_parse_json`);

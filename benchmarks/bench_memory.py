@@ -4,7 +4,7 @@
 each N, in a fresh process with the benchmarks' conf (`bench.yaml`, see
 `run_bench.py`), the JVM runs with Native Memory Tracking
 (`-XX:NativeMemoryTracking=summary`) and the ingest, pairs and export stages
-run once. The JVM's RSS is sampled every 0.5 s; at each new peak (2% above
+run once. The JVM's RSS is sampled every 0.5 s; at each new peak (1% above
 the last) and after each stage, `jcmd <pid> VM.native_memory summary` gives
 the JVM's own account, split into:
 
@@ -38,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.run_bench import STAGES, bench_conf  # noqa: E402
+from benchmarks.run_bench import STAGES, aligned, bench_conf, measured, stage_runs  # noqa: E402
 
 MIB = 1 << 20
 COLUMNS = ("rss", "heap", "jvm_native", "untracked")
@@ -62,15 +62,19 @@ def parse_summary(text: str) -> tuple[int, int]:
     return int(total.group(1)) << 10, int(heap.group(1)) << 10
 
 
-def breakdown(pid: int, tool: str) -> dict:
-    """The JVM's anonymous RSS, split as in the module docstring (bytes)."""
-    import psutil
+def resident(pid: int) -> dict[str, int]:
+    """The process's resident memory from /proc (bytes): `VmRSS` (all) and `RssAnon` (anonymous)."""
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    return {key: int(fields[key].split()[0]) << 10 for key in ("VmRSS", "RssAnon")}
 
+
+def breakdown(pid: int, tool: str) -> dict:
+    """The JVM's RSS, its anonymous part split as in the module docstring (bytes)."""
     text = subprocess.run([tool, str(pid), "VM.native_memory", "summary"], capture_output=True, text=True, timeout=60).stdout
     total, heap = parse_summary(text)
-    with open(f"/proc/{pid}/status") as f:
-        anon = next(int(line.split()[1]) << 10 for line in f if line.startswith("RssAnon:"))
-    return {"rss": psutil.Process(pid).memory_info().rss, "heap": heap, "jvm_native": total - heap, "untracked": anon - total}
+    now = resident(pid)
+    return {"rss": now["VmRSS"], "heap": heap, "jvm_native": total - heap, "untracked": now["RssAnon"] - total}
 
 
 class Watch(threading.Thread):
@@ -79,21 +83,21 @@ class Watch(threading.Thread):
     def __init__(self, pid: int, tool: str):
         super().__init__(daemon=True)
         self.pid, self.tool, self.done = pid, tool, threading.Event()
-        self.stage, self.peak, self.rss, self.lock = "start", None, 0, threading.Lock()
+        self.stage, self.peak, self.lock = "start", None, threading.Lock()
+
+    def highest(self) -> int:
+        return self.peak["rss"] if self.peak else 0
 
     def run(self) -> None:
-        import psutil
-
         while not self.done.wait(0.5):
-            rss = psutil.Process(self.pid).memory_info().rss
-            if rss > self.rss * 1.01:
+            if resident(self.pid)["VmRSS"] > self.highest() * 1.01:
                 self.offer(breakdown(self.pid, self.tool))
 
     def offer(self, taken: dict) -> None:
         """Keeps `taken` (a breakdown) as the peak when its RSS is the highest so far."""
         with self.lock:
-            if taken["rss"] > self.rss:
-                self.rss, self.peak = taken["rss"], {**taken, "stage": self.stage}
+            if taken["rss"] > self.highest():
+                self.peak = {**taken, "stage": self.stage}
 
 
 def child(conf_path: str) -> int:
@@ -103,10 +107,7 @@ def child(conf_path: str) -> int:
     import psutil
 
     from jobs.config import load_config
-    from jobs.export import run_export
-    from jobs.ingest import run_ingest
     from jobs.lake import RunContext
-    from jobs.pairs import run_pairs
     from jobs.session import JAVA_OPTIONS_KEY, get_spark
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s [%(name)s] %(message)s")
@@ -119,7 +120,7 @@ def child(conf_path: str) -> int:
     watch = Watch(pid, tool)
     watch.start()
     run, after = RunContext(), {}
-    for stage, fn in zip(STAGES, (run_ingest, run_pairs, run_export)):
+    for stage, fn in stage_runs():
         watch.stage = stage
         t = time.monotonic()
         fn(spark, conf, run)
@@ -140,28 +141,20 @@ def measure(n: int, data_root: Path, work_root: Path, driver_memory: str) -> dic
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        proc = subprocess.run([sys.executable, __file__, "--child", str(bench_conf(data, work, driver_memory))],
-                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+        [(result, _)] = measured([sys.executable, __file__, "--child", str(bench_conf(data, work, driver_memory))], cwd=REPO)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        raise SystemExit(f"the run at N={n} failed with status {proc.returncode}")
-    return {"n": n, **json.loads(lines[-1])}
+    return {"n": n, **result}
 
 
 def table(results: list[dict]) -> str:
-    head = ["N", "when", "RSS MiB", "heap MiB", "JVM native MiB", "untracked MiB"]
-    rows = [head]
+    rows = [["N", "when", "RSS MiB", "heap MiB", "JVM native MiB", "untracked MiB"]]
     for r in results:
         moments = [(f"after {s} ({r['after'][s]['seconds']:.0f} s)", r["after"][s]) for s in STAGES]
         if r["peak"]:
             moments.insert(0, (f"peak (in {r['peak']['stage']})", r["peak"]))
         rows += [[f"{r['n']:,}", when, *[f"{m[c] / MIB:,.0f}" for c in COLUMNS]] for when, m in moments]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    out = ["  ".join(c.ljust(w) if i == 1 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
-    out.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(out)
+    return aligned(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

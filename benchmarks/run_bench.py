@@ -157,17 +157,23 @@ def child(conf_path: str) -> int:
     return 0
 
 
+def stage_runs() -> list[tuple]:
+    """(name, function) of each of `STAGES`, as the CLI runs them: function(spark, conf, run)."""
+    from jobs.export import run_export
+    from jobs.ingest import run_ingest
+    from jobs.pairs import run_pairs
+
+    return list(zip(STAGES, (run_ingest, run_pairs, run_export)))
+
+
 def _timed_stages(spark, conf, name: str, session) -> None:
     """Ingest, pairs and export timed, on `conf`'s lake; one JSON line on stdout (the parent takes
     the run's peak memory when it reads it)."""
-    from jobs.export import run_export
-    from jobs.ingest import run_ingest
     from jobs.lake import RunContext
-    from jobs.pairs import run_pairs
 
     run = RunContext()
     seconds = {"session": session}
-    for stage, fn in (("ingest", run_ingest), ("pairs", run_pairs), ("export", run_export)):
+    for stage, fn in stage_runs():
         t = time.monotonic()
         result = fn(spark, conf, run)
         seconds[stage] = time.monotonic() - t
@@ -236,8 +242,14 @@ def table(rows: list[dict]) -> str:
             memory, f"{r['rows_kept']:,}", "yes" if r["same_pairs"] else "NO",
             f"{base[r['n']] / r['work_s']:.2f}x",
         ])
-    widths = [max(len(l[i]) for l in lines) for i in range(len(head))]
-    out = ["  ".join(c.rjust(w) if i not in (1,) else c.ljust(w) for i, (c, w) in enumerate(zip(l, widths))) for l in lines]
+    return aligned(lines)
+
+
+def aligned(lines: list[list[str]]) -> str:
+    """Rows of cells as a text table: the first row a header, then a rule; the second column
+    to the left, the others to the right."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    out = ["  ".join(c.ljust(w) if i == 1 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in lines]
     out.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(out)
 

@@ -77,6 +77,7 @@ def get_spark(settings: SparkSettings | None = None):
         "spark.sql.catalog.spark_catalog", DELTA_CATALOG
     )
     builder = builder.config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
+    options = dict(settings.options)  # set after the local defaults, so that they win
     if not _under_spark_submit():
         from jobs import jars
 
@@ -87,14 +88,13 @@ def get_spark(settings: SparkSettings | None = None):
         # Bind to loopback: a laptop's changing address is no business of local mode.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.master(settings.master)
-        builder = builder.config(JAVA_OPTIONS_KEY, local_java_options(settings))
+        options[JAVA_OPTIONS_KEY] = local_java_options(settings)  # the conf's own ones within
         for key, value in LOCAL_DEFAULTS.items():
             builder = builder.config(key, value)
         paths = jars.cached_jars(settings.jars_dir)
         builder = builder.config("spark.jars", ",".join(str(p) for p in paths))
-    for key, value in settings.options.items():
-        if key != JAVA_OPTIONS_KEY or _under_spark_submit():
-            builder = builder.config(key, value)
+    for key, value in options.items():
+        builder = builder.config(key, value)
     builder = builder.config("spark.sql.session.timeZone", "UTC")
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.log_level)

@@ -74,8 +74,8 @@ LLAMA_WHEELS := $(or $(INSTRUCTLAKE_WHEELS_DIR),$(HOME)/.cache/instructlake/whee
 
 # The Delta Lake jars, fetched once from Maven Central into ~/.cache/instructlake/jars
 # (or $$INSTRUCTLAKE_JARS_DIR); later runs need no network.
-$(JARS_STAMP): $(STAMP) jobs/jars.py
-	$(PY) -m jobs.jars
+$(JARS_STAMP): $(STAMP) core/jars.py
+	$(PY) -m instructlake.core.jars
 	touch $@
 
 run: check-java setup

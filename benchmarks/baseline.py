@@ -3,7 +3,7 @@
 What a notebook without Spark does with the same files: `json.loads` each
 line of the HH-RLHF `*.jsonl.gz` files and `json.load` each red-team JSON
 array, split every dialogue with the pure-Python reference of the dialogue
-split (`udfs.dialogue.split_first_exchange`, the semantics the Spark
+split (`instructlake.udfs.dialogue.split_first_exchange`, the semantics the Spark
 expressions implement), apply the length and red-team rating filters of
 `benchmarks/bench.yaml` in Python loops, shuffle the kept pairs with a seeded
 `random.Random`, and `json.dump` them in parts of `--rows-per-part`
@@ -30,8 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from udfs.dialogue import split_first_exchange  # noqa: E402
-from udfs.pair_format import DEFAULT_TEMPLATE, PairTemplate  # noqa: E402
+from instructlake.udfs.dialogue import split_first_exchange  # noqa: E402
+from instructlake.udfs.pair_format import DEFAULT_TEMPLATE, PairTemplate  # noqa: E402
 
 # source folder -> label, as in benchmarks/bench.yaml
 HH_LABELS = {"helpful-online": "hh_helpful", "helpful-rejection-sampled": "hh_helpful"}

@@ -1,7 +1,7 @@
 """Decontamination counts and throughput: the `decontamination` filter of a conf on real inputs.
 
 For each input the candidate pairs are built with Spark, checked by
-`udfs.decontamination.filter_decontamination` (every pair still kept, as in
+`instructlake.udfs.filters.decontamination.filter_decontamination` (every pair still kept, as in
 the pipeline) and counted by drop reason; the time of that check is taken
 after the benchmark index is built (which is reported on its own), so
 pairs/s is the check alone: normalization, n-grams, the join and the
@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pyspark.sql import DataFrame  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from jobs.config import load_config  # noqa: E402
-from jobs.session import get_spark  # noqa: E402
-from udfs.decontamination import ITEM_COLUMN, benchmark_index, filter_decontamination  # noqa: E402
-from udfs.dialogue import with_first_exchange  # noqa: E402
+from instructlake.jobs.runner import load_config  # noqa: E402
+from instructlake.core.session import get_spark  # noqa: E402
+from instructlake.udfs.filters.decontamination import ITEM_COLUMN, benchmark_index, filter_decontamination  # noqa: E402
+from instructlake.udfs.dialogue import with_first_exchange  # noqa: E402
 
 
 def pairs_of(df: DataFrame, instruction, response) -> DataFrame:

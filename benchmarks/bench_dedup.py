@@ -1,4 +1,4 @@
-"""Throughput of the dedup step (jobs.dedup) and how it grows with the number of pairs.
+"""Throughput of the dedup step (instructlake.jobs.stages.dedup) and how it grows with the number of pairs.
 
 Inputs are made from the real HH-RLHF dialogues by deterministic perturbation:
 the first exchanges of `chosen` and `rejected` (one per normalized instruction,
@@ -127,9 +127,10 @@ def main() -> int:
     p.add_argument("--master", default="local[2]")
     args = p.parse_args()
 
-    from jobs.config import SparkSettings, load_config
-    from jobs.dedup import dedup_reasons
-    from jobs.session import get_spark
+    from instructlake.core.config import SparkSettings
+    from instructlake.jobs.runner import load_config
+    from instructlake.jobs.stages.dedup import dedup_reasons
+    from instructlake.core.session import get_spark
 
     spark = get_spark(SparkSettings(master=args.master, shuffle_partitions=8, app_name="bench-dedup"))
     real = real_exchanges(args.data)

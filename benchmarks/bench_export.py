@@ -34,10 +34,10 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=2)
     args = p.parse_args()
 
-    from jobs.config import load_config
-    from jobs.export import run_export
-    from jobs.lake import RunContext
-    from jobs.session import get_spark
+    from instructlake.jobs.runner import load_config
+    from instructlake.jobs.stages.export import run_export
+    from instructlake.core.lake import RunContext
+    from instructlake.core.session import get_spark
 
     base = load_config(args.conf)
     spark = get_spark(base.spark)

@@ -53,10 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     from pyspark.sql import functions as F
 
     from benchmarks.gen_scale import generate
-    from jobs.config import SparkSettings
-    from jobs.ingest_hh import FIELDS, read_records
-    from jobs.session import get_spark
-    from udfs.records import content_id, with_typed_fields
+    from instructlake.core.config import SparkSettings
+    from instructlake.jobs.sources.base import read_json_lines as read_records
+    from instructlake.jobs.sources.hh_rlhf import FIELDS
+    from instructlake.core.session import get_spark
+    from instructlake.udfs.records import content_id, with_typed_fields
 
     files = sorted(str(f) for f in (generate(args.n, args.data.resolve()) / "hh-rlhf").glob("*/*.jsonl.gz"))
     spark = get_spark(SparkSettings())

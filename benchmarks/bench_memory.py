@@ -106,9 +106,9 @@ def child(conf_path: str) -> int:
 
     import psutil
 
-    from jobs.config import load_config
-    from jobs.lake import RunContext
-    from jobs.session import JAVA_OPTIONS_KEY, get_spark
+    from instructlake.jobs.runner import load_config
+    from instructlake.core.lake import RunContext
+    from instructlake.core.session import JAVA_OPTIONS_KEY, get_spark
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s [%(name)s] %(message)s")
     tool = jcmd()

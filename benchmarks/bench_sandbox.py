@@ -1,6 +1,6 @@
 """Programs per second of the sandbox: every MBPP train task run with its own code and tests.
 
-Runs the tasks one after the other in this process (`udfs.sandbox.run_program`),
+Runs the tasks one after the other in this process (`instructlake.udfs.sandbox.run_program`),
 first under bubblewrap, then under the `process` fallback, and prints for each
 the programs per second, the mean and 95th-percentile seconds per program, and
 the statuses (the pass rate of MBPP's own solutions). One program at a time is
@@ -21,8 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from jobs.ingest_code import mbpp_split  # noqa: E402
-from udfs.sandbox import SandboxSettings, run_program  # noqa: E402
+from instructlake.jobs.sources.mbpp import mbpp_split  # noqa: E402
+from instructlake.udfs.sandbox import SandboxSettings, run_program  # noqa: E402
 
 
 def main() -> int:

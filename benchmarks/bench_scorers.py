@@ -78,8 +78,8 @@ def bert_base_checkpoint(folder: Path, pairs: list[tuple[str, str]]) -> tuple[Pa
 
 
 def spark_session(cores: int):
-    from jobs.config import SparkSettings
-    from jobs.session import get_spark
+    from instructlake.core.config import SparkSettings
+    from instructlake.core.session import get_spark
 
     return get_spark(SparkSettings(master=f"local[{cores}]", shuffle_partitions=cores, app_name="instructlake-bench"))
 
@@ -89,7 +89,8 @@ def spark_rate(spark, pairs, spec, cores: int, warmup: int = 200) -> float:
     import pandas as pd
     from pyspark.sql import functions as F
 
-    from udfs.filters import apply_filters, with_text_lengths
+    from instructlake.jobs.stages.pairs import with_text_lengths
+    from instructlake.udfs.filters import apply_filters
 
     def frame(rows):
         pdf = pd.DataFrame(rows, columns=["instruction", "response"])
@@ -112,7 +113,7 @@ def spark_rate(spark, pairs, spec, cores: int, warmup: int = 200) -> float:
 
 
 def direct_language(pairs, spec) -> float:
-    from udfs.language import detect_language, detection_text
+    from instructlake.udfs.filters.language import detect_language, detection_text
 
     detect_language("warm up: load the profiles")
     started = time.perf_counter()
@@ -122,7 +123,7 @@ def direct_language(pairs, spec) -> float:
 
 
 def direct_toxicity(pairs, scorer) -> float:
-    from udfs.toxicity import score_texts
+    from instructlake.udfs.filters.toxicity import score_texts
 
     started = time.perf_counter()
     score_texts(scorer, [i for i, _ in pairs] + [r for _, r in pairs])
@@ -139,8 +140,9 @@ def main() -> None:
     args = p.parse_args()
 
     os.environ["HF_HUB_OFFLINE"] = "1"
-    from jobs.config import LanguageFilter, ToxicityFilter
-    from jobs.confload import build
+    from instructlake.udfs.filters.language import LanguageFilter
+    from instructlake.udfs.filters.toxicity import ToxicityFilter
+    from instructlake.core.confload import build
 
     pairs = load_pairs(args.data, max(args.pairs, args.tiny_pairs, args.detoxify_pairs))
     language = build(LanguageFilter, {"rule": "language"})
@@ -153,8 +155,8 @@ def main() -> None:
 
 
 def run(args, pairs, language, profanity, work: Path) -> None:
-    from jobs.config import ToxicityFilter
-    from jobs.confload import build
+    from instructlake.udfs.filters.toxicity import ToxicityFilter
+    from instructlake.core.confload import build
 
 
     cases = [("lang/langdetect", language, pairs[: args.pairs], lambda ps: direct_language(ps, language)),
@@ -211,7 +213,7 @@ def run(args, pairs, language, profanity, work: Path) -> None:
 
 
 def detoxify_scorer(spec):
-    from udfs.toxicity import DetoxifyScorer, FileRef, ToxicitySettings
+    from instructlake.udfs.filters.toxicity import DetoxifyScorer, FileRef, ToxicitySettings
 
     return DetoxifyScorer(ToxicitySettings(
         "detoxify", (), "bench", FileRef(spec.checkpoint), FileRef(spec.huggingface_config_path),
@@ -224,7 +226,7 @@ def direct_rate(name, spec, pairs, direct, threads: int) -> float:
     if direct is not None:
         return direct(pairs)
     if spec.backend == "profanity_check":
-        from udfs.toxicity import ProfanityCheckScorer
+        from instructlake.udfs.filters.toxicity import ProfanityCheckScorer
 
         return direct_toxicity(pairs, ProfanityCheckScorer())
     import torch

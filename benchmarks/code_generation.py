@@ -1,6 +1,6 @@
 """Pass rate of the Python functions the configured LLM writes, verified in the sandbox.
 
-Runs the code step of the generate stage (`jobs.generate_code.run_code`) on
+Runs the code step of the generate stage (`instructlake.jobs.stages.generate_code.run_code`) on
 the MBPP file alone (its train split gives the few-shot examples; its prompt
 and train tasks run too), with `--count` generations, in a lake under
 `--work` (kept: the generations cache and the executions make a re-run
@@ -35,11 +35,11 @@ def main() -> int:
 
     from pyspark.sql import functions as F
 
-    from jobs.config import load_config
-    from jobs.generate_code import executions_at, functions_table, run_code
-    from jobs.ingest import run_ingest
-    from jobs.lake import Lake, RunContext
-    from jobs.session import get_spark
+    from instructlake.jobs.runner import load_config
+    from instructlake.jobs.stages.generate_code import executions_at, run_code
+    from instructlake.jobs.stages.ingest import run_ingest
+    from instructlake.core.lake import Lake, RunContext
+    from instructlake.core.session import get_spark
 
     work = Path(args.work).resolve()
     only_mbpp = [f"sources.{s}.enabled=false" for s in ("helpful_online", "helpful_rejection_sampled", "red_team_attempts", "wikitext", "conala")]
@@ -54,7 +54,7 @@ def main() -> int:
     result = run_code(spark, conf, run)
     seconds = time.monotonic() - started
     lake = Lake.of(conf)
-    functions = spark.read.format("delta").option("versionAsOf", result.tables["code_functions"]).load(functions_table(lake))
+    functions = spark.read.format("delta").option("versionAsOf", result.tables["code_functions"]).load(lake.code_functions)
     execs = executions_at(spark, lake, result.tables.get("executions")).withColumnRenamed("key", "exec_key")
     rows = functions.join(execs, "exec_key", "left").orderBy("gen_index").collect()
     outcomes = Counter(r["parse_error"] or r["exec_status"] for r in rows)

@@ -8,9 +8,9 @@ from typing import Iterator
 
 
 def hh_exchanges(data: Path) -> Iterator:
-    """The split (`udfs.dialogue.split_first_exchange`) of every `chosen` and `rejected` dialogue of
+    """The split (`instructlake.udfs.dialogue.split_first_exchange`) of every `chosen` and `rejected` dialogue of
     the `*.jsonl.gz` files under `data`, in file order; exits when there are none."""
-    from udfs.dialogue import split_first_exchange
+    from instructlake.udfs.dialogue import split_first_exchange
 
     found = False
     for path in sorted(data.rglob("*.jsonl.gz")):

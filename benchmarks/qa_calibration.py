@@ -35,7 +35,7 @@ DEFAULT_SQUAD = [SHARED / "squad" / "v1.1-dev-halves" / "dev-v1.1.json", SHARED 
 
 def accepted_shares(rows, checks) -> tuple[dict[str, float], float, int]:
     """({check: share accepted}, share accepted by all, rows) for (qa_type, question, answer, paragraph) rows."""
-    from udfs.qa_checks import CHECKS, check_results, score_qa
+    from instructlake.udfs.qa_checks import CHECKS, check_results, score_qa
 
     passed, all_pass, n = Counter(), 0, 0
     for qa_type, question, answer, paragraph in rows:
@@ -48,7 +48,7 @@ def accepted_shares(rows, checks) -> tuple[dict[str, float], float, int]:
 
 
 def squad_rows(paths):
-    from udfs.webtext import squad_qas
+    from instructlake.udfs.webtext import squad_qas
 
     for path in paths:
         for qa in squad_qas(Path(path).read_text(encoding="utf-8")):
@@ -57,7 +57,7 @@ def squad_rows(paths):
 
 def lead_shares(paths) -> dict[str, float]:
     """Where SQuAD's questions put their interrogative word: the share with at most N words before it."""
-    from udfs.qa_checks import question_type
+    from instructlake.udfs.qa_checks import question_type
 
     leads = [question_type(q)[1] for _, q, _, _ in squad_rows(paths)]
     n = len(leads)
@@ -68,11 +68,11 @@ def lead_shares(paths) -> dict[str, float]:
 
 def generate(conf_path, overrides, source_file: Path, paragraphs: int, lake: str):
     """Ingest `source_file` as the only web_text source and run the generate stage on `paragraphs` paragraphs."""
-    from jobs.config import load_config
-    from jobs.generate_qa import run_generate
-    from jobs.ingest import run_ingest
-    from jobs.lake import RunContext
-    from jobs.session import get_spark
+    from instructlake.jobs.runner import load_config
+    from instructlake.jobs.stages.generate_qa import run_generate
+    from instructlake.jobs.stages.ingest import run_ingest
+    from instructlake.core.lake import RunContext
+    from instructlake.core.session import get_spark
 
     conf = load_config(conf_path, [
         f"paths.lake={lake}",
@@ -94,13 +94,13 @@ def generate(conf_path, overrides, source_file: Path, paragraphs: int, lake: str
 
 
 def generated_rows(lake: str):
-    from jobs.config import SparkSettings
-    from jobs.generate_qa import qa_table
-    from jobs.lake import Lake
-    from jobs.session import get_spark
+    from instructlake.core.config import SparkSettings
+
+    from instructlake.core.lake import Lake
+    from instructlake.core.session import get_spark
 
     spark = get_spark(SparkSettings())
-    qa = spark.read.format("delta").load(qa_table(Lake(lake))).collect()
+    qa = spark.read.format("delta").load(Lake(lake).qa).collect()
     rows = [(r["qa_type"], r["question"], r["answer"], r["paragraph"]) for r in qa if r["generation_error"] is None]
     outcome = Counter(r["qa_drop_reason"] or "(kept)" for r in qa)
     return rows, outcome, len(qa)
@@ -116,9 +116,9 @@ def main(argv=None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
 
-    from jobs.config import load_config
-    from jobs.storage import resolve
-    from udfs.qa_checks import CHECKS
+    from instructlake.jobs.runner import load_config
+    from instructlake.core.storage import resolve
+    from instructlake.udfs.qa_checks import CHECKS
 
     checks = load_config(args.conf, args.overrides).qa.checks
     lake = args.lake

@@ -48,7 +48,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from jobs.session import LOCAL_DEFAULTS, jvm_off_heap  # noqa: E402
+from instructlake.core.session import LOCAL_DEFAULTS, jvm_off_heap  # noqa: E402
 
 STAGES = ("ingest", "pairs", "export")
 DEFAULT_HEAP = LOCAL_DEFAULTS["spark.driver.memory"]
@@ -141,8 +141,8 @@ def child(conf_path: str) -> int:
     JVM and again in the warm one; a JSON line per run on stdout."""
     import logging
 
-    from jobs.config import load_config
-    from jobs.session import get_spark
+    from instructlake.jobs.runner import load_config
+    from instructlake.core.session import get_spark
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s [%(name)s] %(message)s")
     conf = load_config(conf_path, [])
@@ -159,9 +159,9 @@ def child(conf_path: str) -> int:
 
 def stage_runs() -> list[tuple]:
     """(name, function) of each of `STAGES`, as the CLI runs them: function(spark, conf, run)."""
-    from jobs.export import run_export
-    from jobs.ingest import run_ingest
-    from jobs.pairs import run_pairs
+    from instructlake.jobs.stages.export import run_export
+    from instructlake.jobs.stages.ingest import run_ingest
+    from instructlake.jobs.stages.pairs import run_pairs
 
     return list(zip(STAGES, (run_ingest, run_pairs, run_export)))
 
@@ -169,7 +169,7 @@ def stage_runs() -> list[tuple]:
 def _timed_stages(spark, conf, name: str, session) -> None:
     """Ingest, pairs and export timed, on `conf`'s lake; one JSON line on stdout (the parent takes
     the run's peak memory when it reads it)."""
-    from jobs.lake import RunContext
+    from instructlake.core.lake import RunContext
 
     run = RunContext()
     seconds = {"session": session}

@@ -16,16 +16,8 @@ dbutils.widgets.text("overrides", "", "Overrides (key=value, one per line)")
 
 # COMMAND ----------
 
-from jobs.notebook import notebook_conf
-from jobs.session import get_spark
+import checkout  # noqa: F401  the repository as the package `instructlake` where the wheel is not installed
+from instructlake.jobs.notebook import run_stages
 
-conf = notebook_conf(dbutils.widgets.get("conf"), dbutils.widgets.get("overrides"))
-spark = get_spark(conf.spark)  # the cluster's own session, with its built-in Delta Lake
-
-# COMMAND ----------
-
-from jobs.cli import format_summary, manifest_counts
-from jobs.export import run_export
-
-result = run_export(spark, conf)
-print(format_summary(manifest_counts(result.manifest), result.output))
+# The stage on this cluster's `spark` session, with its built-in Delta Lake.
+result = run_stages(dbutils.widgets.get("conf"), dbutils.widgets.get("overrides"), ("export",))

@@ -24,32 +24,8 @@ dbutils.widgets.text("overrides", "", "Overrides (key=value, one per line)")
 
 # COMMAND ----------
 
-from jobs.notebook import notebook_conf
-from jobs.session import get_spark
+import checkout  # noqa: F401  the repository as the package `instructlake` where the wheel is not installed
+from instructlake.jobs.notebook import run_stages
 
-conf = notebook_conf(dbutils.widgets.get("conf"), dbutils.widgets.get("overrides"))
-spark = get_spark(conf.spark)  # the cluster's own session, with its built-in Delta Lake
-
-# COMMAND ----------
-
-from jobs.cli import format_summary
-from jobs.generate_qa import run_generate
-
-result = run_generate(spark, conf)
-if result is None:
-    print("no web_text source enabled: nothing to generate")
-else:
-    print(f"{result.calls} model call(s), {result.cache_hits} from the cache; tables {result.tables}")
-    print(format_summary(result.counts))
-
-# COMMAND ----------
-
-from jobs.generate_code import run_code
-
-code = run_code(spark, conf)
-if code is None:
-    print("no code source enabled: no program to run")
-else:
-    print(f"{code.generations} function(s) generated, {code.calls} model call(s); {code.programs} program(s) with tests, "
-          f"{code.executed} run now ({code.sandbox} sandbox); tables {code.tables}")
-    print(format_summary(code.counts))
+# The stage on this cluster's `spark` session, with its built-in Delta Lake.
+result = run_stages(dbutils.widgets.get("conf"), dbutils.widgets.get("overrides"), ("generate",))

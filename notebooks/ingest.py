@@ -19,16 +19,8 @@ dbutils.widgets.text("overrides", "", "Overrides (key=value, one per line)")
 
 # COMMAND ----------
 
-from jobs.notebook import notebook_conf
-from jobs.session import get_spark
+import checkout  # noqa: F401  the repository as the package `instructlake` where the wheel is not installed
+from instructlake.jobs.notebook import run_stages
 
-conf = notebook_conf(dbutils.widgets.get("conf"), dbutils.widgets.get("overrides"))
-spark = get_spark(conf.spark)  # the cluster's own session, with its built-in Delta Lake
-
-# COMMAND ----------
-
-from jobs.ingest import run_ingest
-
-results = run_ingest(spark, conf)
-for r in results:
-    print(f"{r.source}: {len(r.read_files)} file(s) read, {r.rows} rows in {r.table}, {r.quarantined} quarantined")
+# The stage on this cluster's `spark` session, with its built-in Delta Lake.
+result = run_stages(dbutils.widgets.get("conf"), dbutils.widgets.get("overrides"), ("ingest",))

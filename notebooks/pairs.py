@@ -2,7 +2,7 @@
 # MAGIC %md
 # MAGIC # instructlake: pairs (silver)
 # MAGIC
-# MAGIC Cuts every bronze dialogue to its first (instruction, response), scores it and applies the conf's
+# MAGIC Makes the candidate pairs of every source (a dialogue's first exchange, a generated question, a verified code task), scores them and applies the conf's
 # MAGIC filters in order, writing **`<lake>/silver/pairs`**: one row per candidate pair with its score columns
 # MAGIC and `drop_reason` (null when kept). Only bronze rows without a pair are scored, unless the conf's
 # MAGIC sources or filters, or the decontamination filter's benchmark files, changed.
@@ -18,17 +18,8 @@ dbutils.widgets.text("overrides", "", "Overrides (key=value, one per line)")
 
 # COMMAND ----------
 
-from jobs.notebook import notebook_conf
-from jobs.session import get_spark
+import checkout  # noqa: F401  the repository as the package `instructlake` where the wheel is not installed
+from instructlake.jobs.notebook import run_stages
 
-conf = notebook_conf(dbutils.widgets.get("conf"), dbutils.widgets.get("overrides"))
-spark = get_spark(conf.spark)  # the cluster's own session, with its built-in Delta Lake
-
-# COMMAND ----------
-
-from jobs.cli import format_summary
-from jobs.pairs import run_pairs
-
-result = run_pairs(spark, conf)
-print(f"{result.table} (version {result.version})")
-print(format_summary(result.counts))
+# The stage on this cluster's `spark` session, with its built-in Delta Lake.
+result = run_stages(dbutils.widgets.get("conf"), dbutils.widgets.get("overrides"), ("pairs",))

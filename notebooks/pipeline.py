@@ -19,16 +19,8 @@ dbutils.widgets.text("overrides", "", "Overrides (key=value, one per line)")
 
 # COMMAND ----------
 
-from jobs.notebook import notebook_conf
-from jobs.session import get_spark
+import checkout  # noqa: F401  the repository as the package `instructlake` where the wheel is not installed
+from instructlake.jobs.notebook import run_stages
 
-conf = notebook_conf(dbutils.widgets.get("conf"), dbutils.widgets.get("overrides"))
-spark = get_spark(conf.spark)  # the cluster's own session, with its built-in Delta Lake
-
-# COMMAND ----------
-
-from jobs.cli import format_summary
-from jobs.pipeline import run_pipeline
-
-result = run_pipeline(spark, conf)
-print(format_summary(result.pairs.counts, result.export.output))
+# The stages, in the order of the stage list (instructlake.jobs.runner.STAGES) on this cluster's `spark` session, with its built-in Delta Lake.
+result = run_stages(dbutils.widgets.get("conf"), dbutils.widgets.get("overrides"))

@@ -13,12 +13,25 @@ SHARED_DATA = Path(os.environ.get("INSTRUCTLAKE_SHARED_DATA", REPO.parent / "sha
 
 @pytest.fixture(scope="session")
 def spark():
-    from jobs.config import SparkSettings
-    from jobs.session import get_spark
+    from instructlake.core.config import SparkSettings
+    from instructlake.core.session import get_spark
 
     session = get_spark(SparkSettings(master="local[2]", shuffle_partitions=2, app_name="instructlake-tests"))
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel users ship (`python -m build --wheel`), built once per test session."""
+    import subprocess
+    import sys
+
+    dist = tmp_path_factory.mktemp("dist")
+    build = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(REPO)],
+                           capture_output=True, text=True, cwd=dist)
+    assert build.returncode == 0, build.stderr[-2000:]
+    return next(dist.glob("instructlake-*.whl"))
 
 
 @pytest.fixture
@@ -40,7 +53,7 @@ NO_CODE_ARGS = [a for s in (*NO_CODE, PARTS_ONLY) for a in ("--set", s)]  # both
 def local_conf(tmp_path: Path, *overrides: str):
     """conf/local.yaml with the lake and output under tmp_path (the web-text and code sources off,
     the JSON parts the only format)."""
-    from jobs.config import load_config
+    from instructlake.jobs.runner import load_config
 
     return load_config(
         REPO / "conf" / "local.yaml",
@@ -61,9 +74,9 @@ ALL_FORMATS = ("export.formats=[json_parts,jsonl,chat,parquet]", "export.validat
 
 @pytest.fixture(scope="session")
 def small_lake(spark, tmp_path_factory) -> Path:
-    from jobs.ingest import run_ingest
-    from jobs.lake import RunContext
-    from jobs.pairs import run_pairs
+    from instructlake.jobs.stages.ingest import run_ingest
+    from instructlake.core.lake import RunContext
+    from instructlake.jobs.stages.pairs import run_pairs
 
     root = tmp_path_factory.mktemp("small_lake")
     conf = local_conf(root, *SMALL_LAKE)
@@ -76,8 +89,8 @@ def small_lake(spark, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def all_formats_export(spark, small_lake, tmp_path_factory):
     """(conf, ExportResult, release folder) of an export of every format from `small_lake`."""
-    from jobs.export import run_export
-    from jobs.lake import RunContext
+    from instructlake.jobs.stages.export import run_export
+    from instructlake.core.lake import RunContext
 
     out = tmp_path_factory.mktemp("all_formats")
     conf = local_conf(small_lake, *SMALL_LAKE, *ALL_FORMATS, f"paths.output={(out / 'out').as_uri()}")

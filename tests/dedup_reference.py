@@ -1,4 +1,4 @@
-"""A plain-Python dedup written for the tests and the benchmark, independent of jobs.dedup:
+"""A plain-Python dedup written for the tests and the benchmark, independent of instructlake.jobs.stages.dedup:
 exact groups by dictionaries, near duplicates by the exact Jaccard similarity of every two
 pairs that share a shingle (an inverted index finds them; no MinHash)."""
 from __future__ import annotations
@@ -10,9 +10,9 @@ from collections import defaultdict
 
 
 def normalize(text: str | None) -> str:
-    """NFKC, lower case, punctuation (category P*) to a space, whitespace runs to one space."""
+    """NFKC, lower case, punctuation and symbols (categories P*, S*) to a space, whitespace runs to one space."""
     text = unicodedata.normalize("NFKC", text or "").lower()
-    text = "".join(" " if unicodedata.category(c).startswith("P") else c for c in text)
+    text = "".join(" " if unicodedata.category(c)[0] in "PS" else c for c in text)
     return " ".join(text.split())
 
 

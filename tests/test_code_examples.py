@@ -12,11 +12,11 @@ import pytest
 from pyspark.sql import functions as F
 
 from conftest import SAMPLE, local_conf, release_dir
-from jobs.generate_code import executions_table, functions_table, run_code
-from jobs.lake import Lake, RunContext, latest_version
-from jobs.pipeline import run_pipeline
-from udfs.pair_format import parse_pair
-from udfs.sandbox import SandboxSettings, program_text, run_program
+from instructlake.jobs.stages.generate_code import run_code
+from instructlake.core.lake import Lake, RunContext, latest_version
+from instructlake.jobs.runner import run_pipeline
+from instructlake.udfs.pair_format import parse_pair
+from instructlake.udfs.sandbox import SandboxSettings, program_text, run_program
 
 MBPP = SAMPLE / "mbpp" / "mbpp.jsonl"
 CODE_ONLY = [
@@ -81,7 +81,7 @@ def code_runs(spark, tmp_path_factory):
     )
     lake = Lake.of(conf)
     first = run_pipeline(spark, conf, RunContext(run_id="code-1"))
-    tables = [executions_table(lake), functions_table(lake), lake.pairs]
+    tables = [lake.executions, lake.code_functions, lake.pairs]
     versions = [latest_version(spark, t) for t in tables]
     first_parts = {p.name: p.read_bytes() for p in release_dir(tmp / "out").glob("*_part*.json")}
     second = run_pipeline(spark, conf, RunContext(run_id="code-2"))
@@ -132,8 +132,8 @@ def test_mbpp_held_out_splits_never_reach_the_parts(spark, code_runs):
     texts = [text for _, text in parts(tmp / "out")]
     assert not [h for h in held_out if any(h in text for text in texts)]
     # Only prompt and train tasks (and generated functions) were executed.
-    executed = spark.read.format("delta").load(executions_table(lake)).count()
-    assert executed == sum(1 for t in SUBSET if t <= 10 or t >= 601) + sum(1 for r in spark.read.format("delta").load(functions_table(lake)).collect() if r["parse_error"] is None)
+    executed = spark.read.format("delta").load(lake.executions).count()
+    assert executed == sum(1 for t in SUBSET if t <= 10 or t >= 601) + sum(1 for r in spark.read.format("delta").load(lake.code_functions).collect() if r["parse_error"] is None)
 
 
 def test_second_run_generates_and_executes_nothing(code_runs):
@@ -145,8 +145,8 @@ def test_second_run_generates_and_executes_nothing(code_runs):
 
 
 def test_process_fallback_runs_and_is_named_weaker(spark, code_runs):
-    from jobs.export import run_export
-    from jobs.pairs import run_pairs
+    from instructlake.jobs.stages.export import run_export
+    from instructlake.jobs.stages.pairs import run_pairs
 
     conf, tmp, first, *_ = code_runs
     sets = [*CODE_ONLY, f"sources.mbpp.paths=[{tmp / 'mbpp.jsonl'}]", "code.generate.count=3", "code.generate.examples_source=mbpp",
@@ -162,7 +162,7 @@ def test_process_fallback_runs_and_is_named_weaker(spark, code_runs):
 
 
 def test_bad_code_records_are_quarantined(spark, tmp_path):
-    from jobs.ingest import run_ingest
+    from instructlake.jobs.stages.ingest import run_ingest
 
     conala = tmp_path / "conala.json"
     conala.write_text(json.dumps([

@@ -6,8 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import CONF_DIR, Config, DecontaminationFilter, LanguageFilter, LengthFilter, RedTeamRatingFilter, ToxicityFilter, load_config
-from jobs.confload import ConfigError
+from instructlake.core.config import CONF_DIR, Config
+from instructlake.jobs.runner import load_config
+from instructlake.udfs.filters.decontamination import DecontaminationFilter
+from instructlake.udfs.filters.language import LanguageFilter
+from instructlake.udfs.filters.length import LengthFilter
+from instructlake.udfs.filters.red_team_rating import RedTeamRatingFilter
+from instructlake.udfs.filters.toxicity import ToxicityFilter
+from instructlake.core.confload import ConfigError
 
 BASE = """
 sources:
@@ -86,7 +92,7 @@ def test_overlay_merges_mappings_and_replaces_lists(tmp_path):
         (BASE.replace("min_chars: 100", "min_chars: 100\n    max_chars: 50"), "filters[0].max_chars", "must be >= min_chars"),
         (BASE.replace("rule: red_team_rating", "rule: toxicity_magic"), "filters[1].rule", "expected one of"),
         (BASE.replace("sources: [hh_helpful]", "sources: [hh_helpfull]"), "filters[0].sources", "unknown source label 'hh_helpfull'"),
-        (BASE.replace("format: red_team", "format: csv"), "sources[1].format", "expected one of 'hh_rlhf', 'red_team'"),
+        (BASE.replace("format: red_team", "format: csv"), "sources[1].format", "expected one of 'conala', 'hh_rlhf'"),
         (BASE.replace("label: hh_harmless", "label: Harmless Set"), "sources[1].label", "lower-case"),
         (BASE.replace("name: red_team_attempts", "name: helpful_online"), "sources[1].name", "duplicate source name"),
         (BASE.replace("paths: [b.json]", "paths: []"), "sources[1].paths", "at least one input path"),
@@ -168,3 +174,50 @@ def test_digest_changes_with_conf(tmp_path):
     assert a.digest() == load_config(path).digest()
     assert a.digest() != b.digest()
     assert re.fullmatch(r"[0-9a-f]{64}", a.digest())
+
+
+RED_TEAM_ONLY = """extends: {base}
+sources:
+  - name: red_team_attempts
+    label: hh_harmless
+    format: red_team
+    paths: [b.json]
+"""
+
+
+def test_an_overlay_may_enable_a_subset_of_the_sources(tmp_path, caplog):
+    """base.yaml's filters and dedup name hh_helpful; an overlay with only the red-team source
+    leaves those references out, one notice each, instead of failing."""
+    over = write(tmp_path, RED_TEAM_ONLY.format(base=CONF_DIR / "base.yaml"))
+    with caplog.at_level("INFO", logger="instructlake.conf"):
+        conf = load_config(over)
+    by_key = {f.key: f for f in conf.filters}
+    assert by_key["response_length"].sources == [] and by_key["red_team_rating"].sources == ["hh_harmless"]
+    assert by_key["toxicity"].instruction_sources == [] and conf.dedup.near_sources == ["hh_harmless"]
+    base = str(CONF_DIR / "base.yaml")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{base}: filters[1].sources: source label 'hh_helpful' is not a source of {over}; left out",
+        f"{base}: filters[5].instruction_sources: source label 'hh_helpful' is not a source of {over}; left out",
+        f"{base}: dedup.near_sources: source label 'hh_helpful' is not a source of {over}; left out",
+    ]
+
+
+def test_a_label_no_file_defines_is_still_an_error(tmp_path):
+    text = RED_TEAM_ONLY.format(base=CONF_DIR / "base.yaml") + "dedup:\n  near_sources: [hh_harmles]\n"
+    err = error_of(write(tmp_path, text))
+    assert (err.origin, err.key) == (str(tmp_path / "conf.yaml"), "dedup.near_sources")
+    assert "unknown source label 'hh_harmles'" in err.message
+    # ... and so is a label the overlay names itself, though the base defines it: this file means it.
+    err = error_of(write(tmp_path, RED_TEAM_ONLY.format(base=CONF_DIR / "base.yaml") + "dedup:\n  near_sources: [hh_helpful]\n"))
+    assert (err.origin, err.key) == (str(tmp_path / "conf.yaml"), "dedup.near_sources")
+    # ... and one set by --set.
+    err = error_of(write(tmp_path, RED_TEAM_ONLY.format(base=CONF_DIR / "base.yaml")), ["export.max_rows_per_source={hh_helpful: 5}"])
+    assert (err.origin, err.key) == ("--set", "export.max_rows_per_source.hh_helpful")
+
+
+def test_filters_are_named_by_their_key_and_two_of_one_rule_need_names(tmp_path):
+    two = BASE + "  - rule: response_length\n    max_chars: 5000\n"
+    err = error_of(write(tmp_path, two))
+    assert (err.key, err.message) == ("filters[2].name", "two filters are called 'response_length': give one a `name` of its own")
+    conf = load_config(write(tmp_path, two + "    name: response_cap\n"))
+    assert [f.key for f in conf.filters] == ["response_length", "red_team_rating", "response_cap"]

@@ -11,9 +11,10 @@ import pytest
 from pyspark.sql import functions as F
 
 from conftest import SAMPLE, local_conf, release_dir
-from jobs.confload import ConfigError
-from jobs.lake import Lake, RunContext, commit_metadata, latest_version
-from udfs.decontamination import ITEM_COLUMN, filter_decontamination, ngrams, ngrams_col, normalize, with_tokens
+from instructlake.core.confload import ConfigError
+from instructlake.core.lake import Lake, RunContext, commit_metadata, latest_version
+from instructlake.udfs.filters.decontamination import ITEM_COLUMN, filter_decontamination, ngrams, ngrams_col, with_tokens
+from instructlake.udfs.text import normalize
 
 SCHEMA = "source string, instruction string, response string, drop_reason string"
 
@@ -66,20 +67,6 @@ def spec(tmp_path_factory):
 
 
 # --- the pure functions --------------------------------------------------------------------
-
-
-def test_normalize():
-    assert normalize(None) == ""
-    assert normalize("") == ""
-    assert normalize(" \t\n ") == ""
-    assert normalize("Hello,   World!\n") == "hello world"
-    # NFKC: ligatures and full-width forms become plain letters; then lower case.
-    assert normalize("Ｔｈｅ ﬁnal ＣＯＤＥ") == "the final code"
-    # Punctuation and symbols are word breaks: code and prose tokenize alike.
-    assert normalize("def has_close_elements(numbers: List[float]) -> bool:") == "def has close elements numbers list float bool"
-    assert normalize("a+b") == normalize("a + b") == "a b"
-    assert normalize("«Ça va?» — oui…") == "ça va oui"
-    assert normalize("Hello, World", lowercase=False, strip_punctuation=False) == "Hello, World"
 
 
 def test_ngrams():
@@ -166,7 +153,7 @@ def test_sources_and_sides_are_respected(spark, spec):
 def test_bad_benchmark_file_stops_with_its_name(spark, spec, tmp_path):
     from dataclasses import replace
 
-    from jobs.config import Benchmark
+    from instructlake.udfs.filters.decontamination import Benchmark
 
     bad = tmp_path / "gsm8k.jsonl"
     bad.write_text('{"question": "q", "answer": "a"}\n{"question": "no answer"\n', encoding="utf-8")
@@ -192,8 +179,8 @@ def test_conf_checks(tmp_path):
 
 
 def test_pipeline_drops_contaminated_pairs_and_records_the_benchmarks(spark, tmp_path):
-    from jobs.pipeline import run_pipeline
-    from jobs.pairs import pairs_digest
+    from instructlake.jobs.runner import run_pipeline
+    from instructlake.jobs.stages.pairs import pairs_digest
 
     planted = "Sure, here is the function:\n" + humaneval(0)["prompt"] + "    return False"
     clean = "Peanuts are legumes that grow underground; they are roasted and salted, ground into butter, or pressed for oil in many kitchens."

@@ -1,4 +1,4 @@
-"""Exact and near-duplicate pairs (jobs.dedup), on real HH-RLHF dialogues with planted copies.
+"""Exact and near-duplicate pairs (instructlake.jobs.stages.dedup), on real HH-RLHF dialogues with planted copies.
 
 The pipeline test writes small HH and red-team files whose duplicates are known
 by construction; the equivalence test compares the Spark result with the
@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 import dedup_reference as ref
 from conftest import SAMPLE, local_conf
-from jobs.lake import Lake, RunContext, commit_metadata, latest_version
+from instructlake.core.lake import Lake, RunContext, commit_metadata, latest_version
 
 HH_SAMPLE = SAMPLE / "hh-rlhf/helpful-online/test.jsonl.gz"
 
@@ -57,8 +57,8 @@ def write_red_team(path: Path, exchanges: list[tuple[str, str]]) -> Path:
 def planted(spark, tmp_path_factory):
     """Three sources (conf order: helpful_online, helpful_rejection_sampled, red_team_attempts) with
     planted duplicates; returns the conf, the first run's result and the exchanges by name."""
-    from jobs.ingest import run_ingest
-    from jobs.pairs import run_pairs
+    from instructlake.jobs.stages.ingest import run_ingest
+    from instructlake.jobs.stages.pairs import run_pairs
 
     with gzip.open(HH_SAMPLE, "rt", encoding="utf-8") as f:
         real = [first_exchange(json.loads(line)["chosen"]) for line in f]
@@ -137,22 +137,10 @@ def test_planted_duplicates_get_the_right_survivor_and_reason(spark, planted):
     ]
 
 
-def test_cli_summary_counts_a_reason_kind_once(planted):
-    from jobs.cli import format_summary
-
-    summary = format_summary([("hh_helpful", None, 3), ("hh_helpful", "duplicate_of:ab12", 2), ("hh_helpful", "duplicate_of:cd34", 1),
-                              ("hh_helpful", "near_duplicate_of:ef56", 4), ("hh_helpful", "response_too_short", 5)])
-    lines = [line.split() for line in summary.splitlines()[2:]]
-    assert lines == [
-        ["hh_helpful", "(kept)", "3"], ["hh_helpful", "duplicate_of", "3"], ["hh_helpful", "near_duplicate_of", "4"],
-        ["hh_helpful", "response_too_short", "5"], ["hh_helpful", "(total)", "15"],
-    ]
-
-
 def test_rerun_without_change_adds_no_version_and_a_lost_dedup_commit_is_repaired(spark, planted):
     from delta.tables import DeltaTable
 
-    from jobs.pairs import run_pairs
+    from instructlake.jobs.stages.pairs import run_pairs
 
     conf, result, x, where = planted
     lake = Lake.of(conf)
@@ -198,7 +186,7 @@ def real_pairs(shared_data: Path, n: int) -> list[dict]:
 
 
 def test_spark_near_dedup_equals_the_exact_jaccard_reference(spark, shared_data, tmp_path):
-    from jobs.dedup import dedup_reasons
+    from instructlake.jobs.stages.dedup import dedup_reasons
 
     rows = real_pairs(shared_data, 400)
     # 40 bands of 3 rows: a pair at similarity 0.8 is a candidate with probability 1 - 3e-13.
@@ -218,7 +206,7 @@ def test_spark_near_dedup_equals_the_exact_jaccard_reference(spark, shared_data,
 
 
 def test_conf_rejects_an_unknown_near_source_label_and_a_bad_threshold(tmp_path):
-    from jobs.confload import ConfigError
+    from instructlake.core.confload import ConfigError
 
     with pytest.raises(ConfigError, match=r"dedup\.near_sources: unknown source label 'nope'"):
         local_conf(tmp_path, "dedup.near_sources=[nope]")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from udfs.dialogue import Exchange, split_first_exchange, with_first_exchange
+from instructlake.udfs.dialogue import Exchange, split_first_exchange, with_first_exchange
 
 CASES = [
     # (name, dialogue, expected Exchange)

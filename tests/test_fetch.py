@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SHARED_DATA
-from jobs.config import CONF_DIR, load_config
-from jobs.fetch import Catalog, ChecksumMismatch, fetch, load_catalog, mirror_url
+from instructlake.core.config import CONF_DIR
+from instructlake.jobs.runner import load_config
+from instructlake.jobs.stages.fetch import Catalog, ChecksumMismatch, fetch, load_catalog, mirror_url
 
 
 class Mirror(ThreadingHTTPServer):
@@ -173,12 +174,12 @@ def test_remote_raw_zone_goes_through_hadoop(spark, mirror, catalog, tmp_path, s
 
 def test_cli_fetch(mirror, catalog, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "fetch", "humaneval", "--raw", str(tmp_path / "raw"), "--base-url", mirror.base_url],
+        [sys.executable, "-m", "instructlake.jobs.cli", "fetch", "humaneval", "--raw", str(tmp_path / "raw"), "--base-url", mirror.base_url],
         capture_output=True, text=True, cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr
     assert "1 file(s) downloaded, 0 already present and verified" in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "fetch", "nosuch", "--raw", str(tmp_path / "raw")],
+    proc = subprocess.run([sys.executable, "-m", "instructlake.jobs.cli", "fetch", "nosuch", "--raw", str(tmp_path / "raw")],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2 and "unknown source(s) nosuch" in proc.stderr
 

@@ -14,9 +14,9 @@ import pytest
 from pyspark.sql import functions as F
 
 from conftest import ALL_FORMATS, SMALL_LAKE, local_conf, release_dir
-from jobs.export import run_export
-from jobs.formats import source_quotas
-from jobs.lake import Lake, RunContext
+from instructlake.jobs.stages.export import run_export
+from instructlake.jobs.stages.formats import source_quotas
+from instructlake.core.lake import Lake, RunContext
 
 
 def files_of(manifest: dict, fmt: str, split: str) -> list[dict]:
@@ -141,7 +141,7 @@ def test_parts_only_export_writes_no_other_format(spark, small_lake, tmp_path):
     ("export.source_weights={hh_helpful: 0}", "export.source_weights", "above 0"),
 ])
 def test_export_conf_errors_name_the_key(tmp_path, override, key, message):
-    from jobs.confload import ConfigError
+    from instructlake.core.confload import ConfigError
 
     with pytest.raises(ConfigError) as err:
         local_conf(tmp_path, override)

@@ -14,11 +14,11 @@ import pytest
 from pyspark.sql import functions as F
 
 from conftest import REPO, local_conf, release_dir
-from jobs.generate_qa import GenerationError, generations_table, paragraphs_table, qa_table, run_generate
-from jobs.lake import Lake, RunContext, latest_version
-from jobs.pipeline import run_pipeline
-from udfs.pair_format import parse_pair
-from udfs.qa_checks import CHECKS
+from instructlake.jobs.stages.generate_qa import run_generate
+from instructlake.core.lake import Lake, RunContext, latest_version
+from instructlake.jobs.runner import run_pipeline
+from instructlake.udfs.pair_format import parse_pair
+from instructlake.udfs.qa_checks import CHECKS
 
 WEB_ONLY = [
     "sources.helpful_online.enabled=false", "sources.helpful_rejection_sampled.enabled=false",
@@ -41,7 +41,7 @@ def two_runs(spark, tmp_path_factory):
     conf = local_conf(tmp, *WEB_ONLY, "qa.max_paragraphs=2")
     lake = Lake.of(conf)
     first = run_pipeline(spark, conf, RunContext(run_id="run-1"))
-    tables = [paragraphs_table(lake), qa_table(lake), generations_table(lake), lake.pairs]
+    tables = [lake.paragraphs, lake.qa, lake.generations, lake.pairs]
     versions = [latest_version(spark, t) for t in tables]
     first_parts = {p.name: p.read_bytes() for p in release_dir(tmp / "out").glob("*_part*.json")}
     second = run_pipeline(spark, conf, RunContext(run_id="run-2"))
@@ -53,7 +53,7 @@ def test_pairs_reach_silver_and_the_json_parts(spark, two_runs):
     lake = Lake.of(conf)
     gen = first.generate
     assert (gen.selected, gen.calls, gen.cache_hits, gen.qa_rows) == (2, 24, 0, 12)  # 2 paragraphs x 6 types, question + answer
-    paragraphs = spark.read.format("delta").load(paragraphs_table(lake))
+    paragraphs = spark.read.format("delta").load(lake.paragraphs)
     assert paragraphs.count() == 35 and paragraphs.where("selected").count() == 2
     assert {r["drop_reason"] for r in paragraphs.collect()} == {None, "paragraph_too_short", "paragraph_too_long", "beyond_max_paragraphs"}
     selected = paragraphs.where("selected").collect()
@@ -70,7 +70,7 @@ def test_pairs_reach_silver_and_the_json_parts(spark, two_runs):
     exported = [parse_pair(text) for source, text in parts(tmp / "out") if source == "synthetic_qa"]
     assert sorted(exported) == sorted((r["instruction"], r["response"]) for r in kept)
     assert first.export.manifest["counts"]["synthetic_qa"]["kept"] == len(kept)
-    qa = {(r["source_file"], r["row_index"], r["item"]): r for r in spark.read.format("delta").load(qa_table(lake)).collect()}
+    qa = {(r["source_file"], r["row_index"], r["item"]): r for r in spark.read.format("delta").load(lake.qa).collect()}
     for r in kept:
         row = qa[(r["source_file"], r["row_index"], r["item"])]
         assert r["instruction"] == f"Read the text and answer the question.\n{row['paragraph']}\n{row['question']}"
@@ -80,7 +80,7 @@ def test_pairs_reach_silver_and_the_json_parts(spark, two_runs):
 
 def test_qa_table_scores_every_check(spark, two_runs):
     conf, *_ = two_runs
-    qa = spark.read.format("delta").load(qa_table(Lake.of(conf))).collect()
+    qa = spark.read.format("delta").load(Lake.of(conf).qa).collect()
     assert len(qa) == 12
     for r in qa:
         assert r["qa_drop_reason"] in REASONS | {None}
@@ -96,14 +96,14 @@ def test_rerun_makes_no_model_call_and_changes_nothing(spark, two_runs):
     conf, tmp, first, second, before, after, first_parts = two_runs
     assert (second.generate.calls, second.generate.cache_hits) == (0, 24)
     assert after == before  # no new version of paragraphs, qa, generations or pairs
-    gens = spark.read.format("delta").load(generations_table(Lake.of(conf)))
+    gens = spark.read.format("delta").load(Lake.of(conf).generations)
     assert gens.count() == 24 and {r["run_id"] for r in gens.select("run_id").collect()} == {"run-1"}
     assert {p.name: p.read_bytes() for p in release_dir(tmp / "out").glob("*_part*.json")} == first_parts
     assert second.pairs.counts == first.pairs.counts
 
 
 def test_changed_checks_rescore_from_the_cache(spark, two_runs):
-    from jobs.pairs import run_pairs
+    from instructlake.jobs.stages.pairs import run_pairs
 
     conf, tmp, first, *_ = two_runs
     lake = Lake.of(conf)
@@ -123,8 +123,8 @@ def test_changed_checks_rescore_from_the_cache(spark, two_runs):
 def test_killed_generation_resumes_without_repeating_calls(spark, tmp_path):
     """A `generate` killed (SIGKILL) after its first chunk of calls is committed; the resumed run,
     by spark-submit, makes only the calls that were not committed."""
-    from jobs import jars
-    from jobs.ingest import run_ingest
+    from instructlake.core import jars
+    from instructlake.jobs.stages.ingest import run_ingest
     from test_reliability import Paused, cli_args
 
     sets = [*WEB_ONLY, "qa.max_paragraphs=1", "qa.types=[who, what]", "llm.chunk_size=1", "qa.paragraphs.filters=[]"]
@@ -134,43 +134,43 @@ def test_killed_generation_resumes_without_repeating_calls(spark, tmp_path):
     paused = Paused(tmp_path, "generate.chunk_committed", args)
     paused.wait_for_checkpoint()
     paused.kill_all()  # one question call committed, the rest never made
-    gens = spark.read.format("delta").load(generations_table(Lake.of(conf)))
+    gens = spark.read.format("delta").load(Lake.of(conf).generations)
     assert gens.count() == 1
     submit = Path(sys.executable).parent / "spark-submit"
     proc = subprocess.run(
         [str(submit), "--master", "local[2]", "--conf", "spark.ui.enabled=false", "--jars", ",".join(str(p) for p in jars.cached_jars()),
-         str(REPO / "jobs" / "generate_qa.py"), *args[1:]],
+         str(REPO / "jobs" / "generate.py"), *args[1:]],
         capture_output=True, text=True, cwd=REPO, timeout=600,
         env={**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert re.search(r"\[generate\] questions: 2 call\(s\), 1 from the cache, 1 to make", proc.stdout), proc.stdout[-3000:]
+    assert re.search(r"\[cache\] questions: 2 wanted, 1 in the cache, 1 to compute", proc.stdout), proc.stdout[-3000:]
     assert "3 model call(s), 1 from the cache" in proc.stdout
-    gens = spark.read.format("delta").load(generations_table(Lake.of(conf)))
+    gens = spark.read.format("delta").load(Lake.of(conf).generations)
     assert gens.count() == 4 and gens.select("key").distinct().count() == 4
 
 
 def test_missing_prompt_file_is_one_clear_error(spark, tmp_path):
     conf = local_conf(tmp_path, *WEB_ONLY, f"qa.question_prompt={tmp_path / 'nope.txt'}")
-    with pytest.raises(GenerationError, match=r"qa.question_prompt: cannot read prompt file .*nope.txt"):
+    with pytest.raises(match=r"qa.question_prompt: cannot read prompt file .*nope.txt"):
         run_generate(spark, conf, RunContext())
     bad = tmp_path / "bad.txt"
     bad.write_text("Text: {paragraph}\nQ: {questoin}\n")
     conf = local_conf(tmp_path, *WEB_ONLY, f"qa.answer_prompt={bad}")
-    with pytest.raises(GenerationError, match=r"qa.answer_prompt: .*unknown placeholder \{questoin\}"):
+    with pytest.raises(match=r"qa.answer_prompt: .*unknown placeholder \{questoin\}"):
         run_generate(spark, conf, RunContext())
     assert run_generate(spark, local_conf(tmp_path), RunContext()) is None  # no web_text source: nothing to do
 
 
 def test_no_paragraph_selected_makes_no_call(spark, tmp_path):
-    from jobs.ingest import run_ingest
+    from instructlake.jobs.stages.ingest import run_ingest
 
     conf = local_conf(tmp_path, *WEB_ONLY, "qa.paragraphs.min_chars=5000", "qa.paragraphs.max_chars=6000", "qa.paragraphs.filters=[]")
     run_ingest(spark, conf, RunContext())
     result = run_generate(spark, conf, RunContext())
     assert (result.paragraphs, result.selected, result.calls, result.qa_rows) == (35, 0, 0, 0)
     lake = Lake.of(conf)
-    assert spark.read.format("delta").load(qa_table(lake)).count() == 0
+    assert spark.read.format("delta").load(lake.qa).count() == 0
     assert "generations" not in result.tables
-    reasons = {r["drop_reason"] for r in spark.read.format("delta").load(paragraphs_table(lake)).collect()}
+    reasons = {r["drop_reason"] for r in spark.read.format("delta").load(lake.paragraphs).collect()}
     assert reasons == {"paragraph_too_short"}

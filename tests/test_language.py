@@ -4,10 +4,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from jobs.config import LanguageFilter, LengthFilter
-from jobs.confload import ConfigError, build
-from udfs.filters import DROP_REASON, apply_filters, with_text_lengths
-from udfs.language import detect_language, detection_text, score_language_frame
+from instructlake.udfs.filters.language import LanguageFilter
+from instructlake.udfs.filters.length import LengthFilter
+from instructlake.core.confload import ConfigError, build
+from instructlake.jobs.stages.pairs import with_text_lengths
+from instructlake.udfs.filters import DROP_REASON, apply_filters
+from instructlake.udfs.filters.language import detect_language, detection_text, score_language_frame
 
 # First exchanges of HH-RLHF dialogues (the embedded sample, helpful-online test).
 HH_INSTRUCTION = "How does our immune system fight viruses?"

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from instructlake.core.errors import GenerationError
+
 from conftest import local_conf
-from jobs.config import LlmSettings
+from instructlake.core.config import LlmSettings
 from llm_server import LlamaServer, Proxy, free_port
-from udfs.llm import (
+from instructlake.udfs.llm import (
     LlmRuntime,
     LlmUnavailableError,
     OpenAIBackend,
@@ -79,7 +81,7 @@ def test_default_model_is_found_with_importlib():
 def test_call_key_in_python_and_in_spark_agree(spark):
     from pyspark.sql import functions as F
 
-    from udfs.llm import call_key_col
+    from instructlake.udfs.llm import call_key_col
 
     params = params_json(sampling_params(LlmSettings(top_k=40), 3, ["\n"]))
     assert json.loads(params) == {"max_tokens": 64, "temperature": 0.0, "top_p": 1.0, "seed": 3, "stop": ["\n"], "top_k": 40}
@@ -142,9 +144,9 @@ def test_generate_stage_with_the_openai_backend(spark, tmp_path, proxy):
     inside a Spark task, and the attempts are recorded in the cache table."""
     from pyspark.sql import functions as F
 
-    from jobs.generate_qa import generations_table, qa_table, run_generate
-    from jobs.ingest import run_ingest
-    from jobs.lake import Lake, RunContext
+    from instructlake.jobs.stages.generate_qa import run_generate
+    from instructlake.jobs.stages.ingest import run_ingest
+    from instructlake.core.lake import Lake, RunContext
 
     conf = local_conf(
         tmp_path, "sources.helpful_online.enabled=false", "sources.helpful_rejection_sampled.enabled=false",
@@ -157,19 +159,19 @@ def test_generate_stage_with_the_openai_backend(spark, tmp_path, proxy):
     result = run_generate(spark, conf, RunContext(run_id="openai-run"))
     assert result.model == "openai-completions:smollm2" and (result.selected, result.calls, result.cache_hits) == (1, 4, 0)
     lake = Lake.of(conf)
-    gens = spark.read.format("delta").load(generations_table(lake))
+    gens = spark.read.format("delta").load(lake.generations)
     assert gens.count() == 4 and {r["backend"] for r in gens.select("backend").collect()} == {"openai"}
     assert sorted(r["attempts"] for r in gens.select("attempts").collect()) == [1, 1, 1, 2]
     assert gens.where(F.col("completion").isNull()).count() == 0
     assert sorted(proxy.steps()) == ["500", "forward", "forward", "forward", "forward"]
-    qa = spark.read.format("delta").load(qa_table(lake))
+    qa = spark.read.format("delta").load(lake.qa)
     assert sorted(r["item"] for r in qa.collect()) == ["when/0", "who/0"]
 
 
 def test_generate_stage_stops_with_one_line_when_the_endpoint_is_down(spark, tmp_path):
-    from jobs.generate_qa import GenerationError, generations_table, run_generate
-    from jobs.ingest import run_ingest
-    from jobs.lake import Lake, RunContext, is_delta
+    from instructlake.jobs.stages.generate_qa import run_generate
+    from instructlake.jobs.stages.ingest import run_ingest
+    from instructlake.core.lake import Lake, RunContext, is_delta
 
     dead = f"http://127.0.0.1:{free_port()}/v1"
     conf = local_conf(
@@ -185,4 +187,4 @@ def test_generate_stage_stops_with_one_line_when_the_endpoint_is_down(spark, tmp
     assert message.startswith(f"questions: {dead}/completions: no answer after 2 attempt(s); last: URLError")
     assert message.endswith("(0 of 1 calls of this step done and kept; run again to resume)")
     assert "Traceback" not in message and "\n" not in message
-    assert not is_delta(spark, generations_table(Lake.of(conf)))
+    assert not is_delta(spark, Lake.of(conf).generations)

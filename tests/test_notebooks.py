@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,13 +52,16 @@ def run_notebook(name: str, spark, parameters: dict[str, str]) -> dict:
     path = REPO / "notebooks" / f"{name}.py"
     namespace = {"spark": spark, "dbutils": DbUtils(parameters), "display": print}
     cwd = os.getcwd()
-    os.chdir(path.parent)  # Databricks runs a Git-folder notebook from its own folder
+    # Databricks runs a Git-folder notebook from its own folder, which is on sys.path.
+    os.chdir(path.parent)
+    sys.path.insert(0, str(path.parent))
     try:
         for cell in cells(path):
             if not is_markdown(cell):
                 exec(compile(cell, str(path), "exec"), namespace)
     finally:
         os.chdir(cwd)
+        sys.path.remove(str(path.parent))
     return namespace
 
 
@@ -88,15 +93,15 @@ def test_stage_notebooks_in_order(spark, tmp_path, capsys):
     run_notebook("ingest", spark, params)
     for name, rows in [("helpful_online", 300), ("helpful_rejection_sampled", 300), ("red_team_attempts", 60)]:
         assert DeltaTable.forPath(spark, (lake / "bronze" / name).as_uri()).toDF().count() == rows
-    assert "helpful_online: 1 file(s) read, 300 rows" in capsys.readouterr().out
+    assert "helpful_online: 1 file(s), 300 rows in bronze, 0 quarantined" in capsys.readouterr().out
     ns = run_notebook("pairs", spark, params)
     table = DeltaTable.forPath(spark, (lake / "silver" / "pairs").as_uri())
-    # The pairs commit, then the dedup commit when it marked duplicates (jobs/dedup.py).
-    assert table.toDF().count() == 660 and ns["result"].version == table.history(1).collect()[0]["version"] <= 1
-    assert "(kept)" in capsys.readouterr().out
+    # The pairs commit, then the dedup commit when it marked duplicates (jobs/stages/dedup.py).
+    assert table.toDF().count() == 660 and ns["result"].pairs.version == table.history(1).collect()[0]["version"] <= 1
+    assert "dropped by stage" in capsys.readouterr().out
     ns = run_notebook("export", spark, params)
     manifest = json.loads((release_dir(tmp_path / "out") / "manifest.json").read_text())
-    assert manifest["counts"]["hh_helpful"]["read"] == 600 and manifest["total_rows"] == ns["result"].total_rows
+    assert manifest["counts"]["hh_helpful"]["read"] == 600 and manifest["total_rows"] == ns["result"].export.total_rows
     parts = sorted(release_dir(tmp_path / "out").glob("instruction_tuning_dataset_part*.json"))
     assert sum(len(json.loads(p.read_text())) for p in parts) == manifest["total_rows"]
     # The whole-pipeline notebook on the same lake: nothing new to ingest or score, the same bytes.
@@ -109,7 +114,20 @@ def test_default_widget_conf_is_the_databricks_overlay(spark):
     ns = {"dbutils": DbUtils({})}
     cell = cells(REPO / "notebooks" / "pipeline.py")[1]
     exec(cell, ns)
-    from jobs.notebook import notebook_conf
+    from instructlake.jobs.notebook import notebook_conf
 
     conf = notebook_conf(ns["dbutils"].widgets.get("conf"), "")
     assert conf.paths.lake == "/Volumes/main/instructlake/lake"
+
+
+def test_a_git_folder_without_the_wheel_imports_the_repository_as_the_package(tmp_path):
+    """Where `instructlake` is not installed, the notebooks' first import makes the checkout it."""
+    probe = (
+        "import importlib.util, sys; sys.path.insert(0, 'notebooks'); "
+        "assert importlib.util.find_spec('instructlake') is None; "
+        "import checkout, instructlake, instructlake.core.errors; print(instructlake.__file__)"
+    )
+    # -S: no site-packages, so no installed (or editable) instructlake, as on a cluster without the wheel
+    proc = subprocess.run([sys.executable, "-S", "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(REPO / "__init__.py")

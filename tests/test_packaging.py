@@ -4,30 +4,52 @@ from __future__ import annotations
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 
-from conftest import REPO
-from jobs.config import CONF_DIR, load_config
-from jobs.lake import Lake
+from instructlake.core.config import CONF_DIR
+from instructlake.jobs.runner import load_config
+from instructlake.core.lake import Lake
 
 
-def test_wheel_carries_jobs_udfs_and_conf(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(REPO)],
-        capture_output=True, text=True, cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    names = set(zipfile.ZipFile(next(tmp_path.glob("instructlake-*.whl"))).namelist())
-    for module in ["jobs/pipeline.py", "jobs/ingest.py", "jobs/pairs.py", "jobs/export.py", "jobs/session.py",
-                   "udfs/dialogue.py", "udfs/pair_format.py", "udfs/records.py", "udfs/filters.py",
-                   "jobs/generate_qa.py", "jobs/ingest_webtext.py", "udfs/llm.py", "udfs/qa_checks.py", "udfs/webtext.py"]:
-        assert module in names
-    for conf in ["conf/base.yaml", "conf/local.yaml", "conf/cluster.yaml", "conf/databricks.yaml", "conf/log4j2.properties",
-                 "conf/prompts/qa_questions.txt", "conf/prompts/qa_answers.txt"]:
-        assert conf in names
+def test_wheel_installs_one_import_name(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    # Nothing but the package and its metadata: no generic top-level name (jobs, udfs, conf).
+    assert {n.split("/")[0] for n in names} == {"instructlake", "-".join(wheel.name.split("-")[:2]) + ".dist-info"}
+    for module in ["__init__.py", "core/config.py", "core/session.py", "udfs/filters/__init__.py", "udfs/filters/language.py",
+                   "udfs/dialogue.py", "jobs/runner.py", "jobs/cli.py", "jobs/pipeline.py", "jobs/stages/pairs.py",
+                   "jobs/sources/hh_rlhf.py"]:
+        assert f"instructlake/{module}" in names
+    for conf in ["base.yaml", "local.yaml", "cluster.yaml", "databricks.yaml", "log4j2.properties", "prompts/qa_questions.txt"]:
+        assert f"instructlake/conf/{conf}" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "instructlake = jobs.cli:main" in zipfile.ZipFile(next(tmp_path.glob("*.whl"))).read(entry_points).decode()
+    assert "instructlake = instructlake.jobs.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_wheel_in_a_fresh_environment(wheel, tmp_path):
+    """The wheel installed alone into a new virtual environment (its dependencies seen from the test's
+    one): `instructlake` imports from there, the generic names do not, and the CLI runs."""
+    env_dir = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True)
+    python = env_dir / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", str(wheel)], check=True)
+    site = subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"], capture_output=True, text=True).stdout.strip()
+    deps = [p for p in sys.path if p.endswith("site-packages")]
+    (Path(site) / "deps.pth").write_text("\n".join(deps) + "\n")  # pyspark, yaml, ... without a second install
+    probe = (
+        "import importlib.util, instructlake, instructlake.jobs.runner as r; "
+        "print(instructlake.__file__); print([m for m in ('jobs', 'udfs', 'conf', 'core') if importlib.util.find_spec(m)]); "
+        "print(r.load_config().export.name)"
+    )
+    out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    where, generic, name = out.stdout.splitlines()
+    assert where.startswith(site) and generic == "[]" and name == "instruction_tuning_dataset"
+    cli = subprocess.run([str(env_dir / "bin" / "instructlake"), "run", "--help"], capture_output=True, text=True, cwd=tmp_path)
+    assert cli.returncode == 0 and "--conf" in cli.stdout
+    bad = subprocess.run([str(env_dir / "bin" / "instructlake"), "run", "--conf", "nowhere.yaml"], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip() == "instructlake: error: nowhere.yaml: configuration file not found"
 
 
 @pytest.mark.parametrize("name", ["cluster.yaml", "databricks.yaml"])

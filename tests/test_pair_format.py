@@ -6,7 +6,7 @@ import json
 import pytest
 from pyspark.sql import functions as F
 
-from udfs.pair_format import DEFAULT_TEMPLATE, PairTemplate, parse_pair
+from instructlake.udfs.pair_format import DEFAULT_TEMPLATE, PairTemplate, parse_pair
 
 PAIRS = [
     ("What is 2+2?", "4."),

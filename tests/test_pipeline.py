@@ -19,9 +19,9 @@ from pyspark.sql import functions as F
 
 import dedup_reference
 from conftest import NO_CODE_ARGS, NO_WEB_TEXT, REPO, SAMPLE, SHARED_DATA, local_conf, release_dir
-from jobs.lake import Lake, RunContext
-from jobs.pipeline import run_pipeline
-from udfs.pair_format import parse_pair
+from instructlake.core.lake import Lake, RunContext
+from instructlake.jobs.runner import run_pipeline
+from instructlake.udfs.pair_format import parse_pair
 
 ASCII_WS = " \t\n\x0b\f\r"
 
@@ -165,7 +165,9 @@ def test_counts_match_independent_computation(spark, real_run):
     m = result.export.manifest
     assert m["counts"]["hh_helpful"]["read"] == 3886
     assert m["counts"]["hh_helpful"]["kept"] == want_reasons[("hh_helpful", None)]
-    assert m["counts"]["hh_harmless"]["dropped"]["red_team_rating_too_high"] == want_reasons[("hh_harmless", "red_team_rating_too_high")]
+    rating = m["counts"]["hh_harmless"]["dropped"]["red_team_rating"]
+    assert rating["reasons"]["red_team_rating_too_high"] == want_reasons[("hh_harmless", "red_team_rating_too_high")]
+    assert rating["rows"] == sum(n for (s, r), n in want_reasons.items() if s == "hh_harmless" and r and r.startswith("red_team_rating"))
 
 
 def test_every_exported_pair_round_trips(real_run):
@@ -242,8 +244,8 @@ def test_delta_tables(spark, real_run):
     pairs = spark.read.format("delta").load(lake.pairs)
     assert pairs.columns == [
         "source", "source_name", "source_format", "source_file", "row_index", "item", "content_id", "ingest_run_id",
-        "instruction", "response", "instruction_chars", "response_chars", "red_team_rating", "pair_id", "drop_reason",
-        "pairs_run_id",
+        "instruction", "response", "red_team_rating", "is_code", "drop_reason", "drop_stage", "instruction_chars", "response_chars",
+        "pair_id", "pairs_run_id",
     ] + ["contaminated_item"] + ["lang", "lang_prob", "instruction_toxicity", "response_toxicity"]  # decontamination, then the model filters' scores
     # Nothing deleted in silver: one row per bronze row; dropped rows keep their text-less reason.
     assert pairs.count() == 3886 + 60
@@ -257,8 +259,8 @@ def test_delta_tables(spark, real_run):
 def test_rerun_is_byte_identical_and_adds_nothing(spark, real_run):
     from delta.tables import DeltaTable
 
-    from jobs.export import run_export
-    from jobs.pairs import run_pairs
+    from instructlake.jobs.stages.export import run_export
+    from instructlake.jobs.stages.pairs import run_pairs
 
     conf, result, tmp, *_ = real_run
     lake = Lake.of(conf)
@@ -285,7 +287,7 @@ def test_rerun_is_byte_identical_and_adds_nothing(spark, real_run):
 
 
 def test_export_num_parts_and_source_order(spark, real_run):
-    from jobs.export import run_export
+    from instructlake.jobs.stages.export import run_export
 
     conf, result, tmp, *_ = real_run
     conf2 = local_conf(
@@ -301,7 +303,7 @@ def test_export_num_parts_and_source_order(spark, real_run):
 
 
 def test_bad_records_are_quarantined_not_lost(spark, tmp_path):
-    from jobs.ingest import run_ingest
+    from instructlake.jobs.stages.ingest import run_ingest
 
     hh = tmp_path / "hh.jsonl"
     good = json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: no"})
@@ -316,8 +318,8 @@ def test_bad_records_are_quarantined_not_lost(spark, tmp_path):
 
 
 def test_missing_input_stops_with_a_clear_error(spark, tmp_path):
-    from jobs.ingest import run_ingest
-    from jobs.storage import InputNotFoundError
+    from instructlake.jobs.stages.ingest import run_ingest
+    from instructlake.core.storage import InputNotFoundError
 
     conf = local_conf(tmp_path, f"sources.helpful_online.paths=[{tmp_path / 'nope' / '*.jsonl.gz'}]")
     with pytest.raises(InputNotFoundError, match=r"source 'helpful_online': input path .*nope.* matches no file"):
@@ -328,7 +330,7 @@ def test_missing_input_stops_with_a_clear_error(spark, tmp_path):
 def test_cli_reports_conf_errors_without_spark(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("extends: " + str(REPO / "conf" / "base.yaml") + "\nexport:\n  rows_per_part: many\n")
-    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "run", "--conf", str(bad)], capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run([sys.executable, "-m", "instructlake.jobs.cli", "run", "--conf", str(bad)], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2
     assert f"{bad}: export.rows_per_part: expected an integer" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -338,7 +340,7 @@ def test_each_job_runs_under_spark_submit(spark, tmp_path):
     """`spark-submit jobs/<stage>.py` for each stage gives the same bytes as the in-process pipeline."""
     import os
 
-    from jobs import jars
+    from instructlake.core import jars
 
     in_process = local_conf(tmp_path / "a")
     run_pipeline(spark, in_process, RunContext())
@@ -361,7 +363,7 @@ def test_each_job_runs_under_spark_submit(spark, tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         # spark-submit sends the Python driver's stderr to its own stdout.
         assert f"[{stage}]" in proc.stdout
-    assert "hh_helpful" in proc.stdout and "(kept)" in proc.stdout
+    assert "hh_helpful" in proc.stdout and "dropped by stage" in proc.stdout
     a = part_bytes(tmp_path / "a" / "out")
     b = part_bytes(tmp_path / "b" / "out")
     assert a and a == b

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from conftest import SHARED_DATA
-from jobs.config import QaChecks
-from udfs.qa_checks import (
+from instructlake.core.config import QaChecks
+from instructlake.udfs.qa_checks import (
     CHECKS,
     SCORE_COLUMNS,
     answer_kind_ok,
@@ -154,7 +154,7 @@ def test_drop_reason_order_and_scores():
 
 
 def test_spark_wrapper_matches_the_pure_functions(spark):
-    from udfs.qa_checks import with_qa_checks
+    from instructlake.udfs.qa_checks import with_qa_checks
 
     rows = [
         ("where", "Where was Super Bowl 50 played?", "Levi's Stadium", SUPER_BOWL),
@@ -176,7 +176,7 @@ def test_spark_wrapper_matches_the_pure_functions(spark):
 def squad_pairs():
     if not SQUAD_DIR.is_dir():
         pytest.skip(f"the shared real data is not at {SHARED_DATA}")
-    from udfs.webtext import squad_qas
+    from instructlake.udfs.webtext import squad_qas
 
     return [qa for name in ("dev-v1.1.json", "test-v1.1.json") for qa in squad_qas((SQUAD_DIR / name).read_text(encoding="utf-8"))]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from udfs.records import Field, split_json_array, with_typed_fields
+from instructlake.udfs.records import Field, split_json_array, with_typed_fields
 
 
 def test_split_array_exact_slices():
@@ -75,7 +75,7 @@ def test_typed_fields_reasons(spark):
 
 
 def test_content_id_tells_apart_what_json_would(spark):
-    from udfs.records import canonical_text, content_id
+    from instructlake.udfs.records import canonical_text, content_id
 
     fields = [Field("a", "string"), Field("b", "string"), Field("n", "double"), Field("tags", "array<string>")]
     rows = [

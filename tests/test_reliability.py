@@ -17,12 +17,12 @@ import pytest
 from pyspark.sql import functions as F
 
 from conftest import NO_CODE_ARGS, REPO, SAMPLE, local_conf, release_dir
-from jobs.export import run_export
-from jobs.ingest import run_ingest
-from jobs.lake import Lake, RunContext
-from jobs.pairs import run_pairs
-from jobs.pipeline import run_pipeline
-from udfs.filters import reason_kind
+from instructlake.jobs.stages.export import run_export
+from instructlake.jobs.stages.ingest import run_ingest
+from instructlake.core.lake import Lake, RunContext
+from instructlake.jobs.stages.pairs import run_pairs
+from instructlake.jobs.runner import run_pipeline
+from instructlake.udfs.filters import reason_kind
 
 GOOD = [
     {"chosen": f"\n\nHuman: Question number {i}?\n\nAssistant: " + "A helpful answer. " * 8, "rejected": "x"}
@@ -115,7 +115,7 @@ def test_bad_input_is_quarantined_with_reasons(spark, tmp_path):
     # The good pairs made it to the dataset.
     # (mixed.jsonl's two good dialogues are in the truncated file too: one of each pair is a duplicate.)
     helpful = result.export.manifest["counts"]["hh_helpful"]
-    assert (helpful["kept"], helpful["dropped"].get("duplicate_of")) == (complete, 2)
+    assert (helpful["kept"], helpful["dropped"]["dedup"]) == (complete, {"rows": 2, "reasons": {"duplicate_of": 2}})
     assert result.export.manifest["counts"]["hh_harmless"]["kept"] == 1
 
 
@@ -124,11 +124,11 @@ def test_unreadable_conf_and_missing_input_stop_at_once(tmp_path):
     conf = tmp_path / "c.yaml"
     conf.write_text("extends: " + str(REPO / "conf" / "local.yaml") + "\n")
     conf.chmod(0o000)
-    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "ingest", "--conf", str(conf)], capture_output=True, text=True, cwd=REPO, env=env)
+    proc = subprocess.run([sys.executable, "-m", "instructlake.jobs.cli", "ingest", "--conf", str(conf)], capture_output=True, text=True, cwd=REPO, env=env)
     if os.geteuid() != 0:  # root reads any file: then check a missing conf instead
         assert proc.returncode == 2 and "cannot read configuration file" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "ingest", "--conf", str(tmp_path / "nope.yaml")], capture_output=True, text=True, cwd=REPO, env=env)
-    assert proc.returncode == 2 and f"{tmp_path / 'nope.yaml'}: <top>: configuration file not found" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "instructlake.jobs.cli", "ingest", "--conf", str(tmp_path / "nope.yaml")], capture_output=True, text=True, cwd=REPO, env=env)
+    assert proc.returncode == 2 and f"{tmp_path / 'nope.yaml'}: configuration file not found" in proc.stderr
 
 
 # --- 2 and 3. idempotent and incremental ------------------------------------
@@ -177,7 +177,7 @@ class Paused:
         self.keepalive = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)  # no EOF before the process writes
         env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "INSTRUCTLAKE_PAUSE_AT": checkpoint, "INSTRUCTLAKE_PAUSE_FIFO": str(self.fifo)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jobs.cli", *args], cwd=REPO, env=env, start_new_session=True,
+            [sys.executable, "-m", "instructlake.jobs.cli", *args], cwd=REPO, env=env, start_new_session=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
 

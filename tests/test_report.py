@@ -14,8 +14,8 @@ import pytest
 import yaml
 from pyspark.sql import functions as F
 
-from jobs.lake import Lake
-from jobs.report import drop_table, funnel, render_html
+from instructlake.core.lake import Lake
+from instructlake.jobs.stages.report import drop_table, funnel, render_html
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -33,6 +33,8 @@ def test_funnel_equals_direct_counts(spark, all_formats_export):
     kept = {r["source"]: r["count"] for r in pairs.where(F.col("drop_reason").isNull()).groupBy("source").count().collect()}
     kind = F.substring_index("drop_reason", ":", 1).alias("kind")  # duplicate_of:<pair_id> counts as duplicate_of
     reasons = {(r["source"], r["kind"]): r["count"] for r in pairs.where(F.col("drop_reason").isNotNull()).groupBy("source", kind).count().collect()}
+    by_stage = {(r["source"], r["drop_stage"], r["kind"]): r["count"]
+                for r in pairs.where(F.col("drop_reason").isNotNull()).groupBy("source", "drop_stage", kind).count().collect()}
     bronze = {name: spark.read.format("delta").load(Lake.of(conf).bronze(name)).count() for name in ("helpful_online", "red_team_attempts")}
     assert report["funnel"]["hh_helpful"]["ingested"] == bronze["helpful_online"]
     assert report["funnel"]["hh_harmless"]["ingested"] == bronze["red_team_attempts"]
@@ -41,9 +43,11 @@ def test_funnel_equals_direct_counts(spark, all_formats_export):
         assert f["candidates"] == n and f["kept"] == kept[source] == f["exported"]  # no selection set
         assert f["after"][report["stages"][-1]] == kept[source]
         assert f["splits"]["train"] + f["splits"]["validation"] == f["exported"]
-        assert {k: d["rows"] for k, d in report["drops"][source].items()} == {r: c for (s, r), c in reasons.items() if s == source}
-    # each stage's drops are the rows whose reason belongs to it: rows after a filter, step by step
-    assert report["stages"][:2] == ["dialogue_split", "instruction_length"]
+        assert {(st, k): d["rows"] for st, kinds in report["drops"][source].items() for k, d in kinds.items()} == {
+            (st, k): c for (s, st, k), c in by_stage.items() if s == source}
+    # each stage's drops are the rows it dropped (`drop_stage`): rows after a filter, step by step, in conf order
+    assert report["stages"] == ["dialogue_split", "instruction_length", "response_length", "red_team_rating", "decontamination",
+                                "language", "toxicity", "dedup"]
     helpful = report["funnel"]["hh_helpful"]["after"]
     too_short = reasons[("hh_helpful", "response_too_short")]
     assert helpful["instruction_length"] - helpful["response_length"] == too_short
@@ -77,18 +81,23 @@ def test_funnel_equals_direct_counts(spark, all_formats_export):
 
 def test_reason_kinds_group_details_and_notes_are_shown(spark, all_formats_export):
     conf, result, release = all_formats_export
-    rows = [("code", "code", None)] * 2 + [("code", "code", f"duplicate_of:{i:04x}") for i in range(8)]
-    rows += [("code", "code", "contaminated:humaneval")] * 3 + [("hh_helpful", "hh_rlhf", "response_too_short")]
-    pairs = spark.createDataFrame(rows, "source string, source_format string, drop_reason string")
+    rows = [("code", None, None)] * 2 + [("code", "dedup", f"duplicate_of:{i:04x}") for i in range(8)]
+    rows += [("code", "decontamination", "contaminated:humaneval")] * 3 + [("hh_helpful", "response_length", "response_too_short")]
+    rows += [("code", "a_stage_of_its_own", "odd")]
+    pairs = spark.createDataFrame(rows, "source string, drop_stage string, drop_reason string")
     totals, drops = drop_table(pairs, conf)
-    assert totals == {"code": {"candidates": 13, "kept": 2}, "hh_helpful": {"candidates": 1, "kept": 0}}
+    assert totals == {"code": {"candidates": 14, "kept": 2}, "hh_helpful": {"candidates": 1, "kept": 0}}
     assert drops["code"] == {
-        "contaminated": {"rows": 3, "stage": "contaminated", "distinct": 1, "details": {"contaminated:humaneval": 3}},
-        "duplicate_of": {"rows": 8, "stage": "duplicate_of", "distinct": 8, "details": None},  # more than MAX_DETAILS
+        "a_stage_of_its_own": {"odd": {"rows": 1, "distinct": 1, "details": {"odd": 1}}},
+        "decontamination": {"contaminated": {"rows": 3, "distinct": 1, "details": {"contaminated:humaneval": 3}}},
+        "dedup": {"duplicate_of": {"rows": 8, "distinct": 8, "details": None}},  # more than MAX_DETAILS
     }
-    assert drops["hh_helpful"]["response_too_short"]["stage"] == "response_length"
+    assert drops["hh_helpful"] == {"response_length": {"response_too_short": {"rows": 1, "distinct": 1, "details": {"response_too_short": 1}}}}
     stages, counts = funnel(conf, {"inputs": []}, totals, drops, {"code": {"train": 2}})
-    assert stages[-2:] == ["contaminated", "duplicate_of"] and counts["code"]["after"]["contaminated"] == 10
+    # the conf's filters in order, dedup, then a stage the conf does not name
+    assert stages == ["instruction_length", "response_length", "red_team_rating", "decontamination", "language", "toxicity",
+                      "dedup", "a_stage_of_its_own"]
+    assert [counts["code"]["after"][s] for s in ("decontamination", "dedup", "a_stage_of_its_own")] == [11, 3, 2]
     report = dict(result.report, drops=drops, stages=stages, funnel=counts)
     report["code_execution"] = {"sandbox": "process", "weaker": True, "note": "bubblewrap was not available"}
     report["decontamination"] = {"benchmarks": ["humaneval"], "dropped": 3}
@@ -185,8 +194,8 @@ def test_datasets_reads_the_card_configs(all_formats_export):
 
 
 def test_card_lists_the_thresholds_besides_the_filters():
-    from jobs.card import _checks_text
-    from jobs.config import load_config
+    from instructlake.jobs.stages.card import _checks_text
+    from instructlake.jobs.runner import load_config
 
     conf = load_config("conf/local.yaml")
     text = _checks_text(conf)
@@ -198,4 +207,9 @@ def test_card_lists_the_thresholds_besides_the_filters():
     hh_only = load_config("conf/local.yaml", ["dedup.enabled=false", "sources.wikitext.enabled=false",
                                               "sources.conala.enabled=false", "sources.mbpp.enabled=false",
                                               "code.generate.count=0"])
-    assert _checks_text(hh_only) == "- duplicates: not removed (`dedup.enabled: false`)"
+    assert _checks_text(hh_only).splitlines() == [
+        "- `hh_helpful` (helpful_online): HH-RLHF JSON lines: the first exchange of `chosen`",
+        "- `hh_helpful` (helpful_rejection_sampled): HH-RLHF JSON lines: the first exchange of `chosen`",
+        "- `hh_harmless` (red_team_attempts): red-team JSON arrays: the first exchange of `transcript`, with its rating",
+        "- duplicates: not removed (`dedup.enabled: false`)",
+    ]

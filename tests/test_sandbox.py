@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from udfs.sandbox import SandboxSettings, code_execution, marked_processes, run_program
+from instructlake.udfs.sandbox import SandboxSettings, code_execution, marked_processes, run_program
 
 BWRAP = SandboxSettings(kind="bwrap", timeout_s=3, cpu_s=10, memory_mb=256, max_processes=16, max_output_bytes=8192)
 PROCESS = SandboxSettings(kind="process", timeout_s=3, cpu_s=10, memory_mb=256, max_processes=16, max_output_bytes=8192)

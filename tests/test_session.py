@@ -1,7 +1,7 @@
-"""The local-mode JVM's options (`jobs.session.LOCAL_JAVA_OPTIONS`), on the tests' own session."""
+"""The local-mode JVM's options (`instructlake.core.session.LOCAL_JAVA_OPTIONS`), on the tests' own session."""
 from __future__ import annotations
 
-from jobs.session import jvm_off_heap
+from instructlake.core.session import jvm_off_heap
 
 
 def _direct_bytes(spark) -> int:
@@ -30,8 +30,8 @@ def test_large_nio_writes_leave_no_cached_direct_buffer(spark, tmp_path):
 
 
 def test_a_confs_own_jvm_options_come_after_the_local_ones():
-    from jobs.config import SparkSettings
-    from jobs.session import JAVA_OPTIONS_KEY, LOCAL_JAVA_OPTIONS, local_java_options
+    from instructlake.core.config import SparkSettings
+    from instructlake.core.session import JAVA_OPTIONS_KEY, LOCAL_JAVA_OPTIONS, local_java_options
 
     plain = local_java_options(SparkSettings()).split()
     assert plain[0].startswith("-Dlog4j.configurationFile=") and plain[1:] == LOCAL_JAVA_OPTIONS

@@ -14,10 +14,13 @@ import pytest
 from pyspark.sql import functions as F
 
 from conftest import NO_CODE_ARGS, REPO, local_conf
-from jobs.config import LanguageFilter, LengthFilter, ToxicityFilter
-from jobs.confload import ConfigError, build
-from udfs.filters import DROP_REASON, apply_filters, scorer_names, with_text_lengths
-from udfs.toxicity import (
+from instructlake.udfs.filters.language import LanguageFilter
+from instructlake.udfs.filters.length import LengthFilter
+from instructlake.udfs.filters.toxicity import ToxicityFilter
+from instructlake.core.confload import ConfigError, build
+from instructlake.jobs.stages.pairs import with_text_lengths
+from instructlake.udfs.filters import DROP_REASON, apply_filters, scorer_names
+from instructlake.udfs.filters.toxicity import (
     FileRef,
     ProfanityCheckScorer,
     ScorerUnavailableError,
@@ -100,7 +103,7 @@ def test_scorer_is_built_once_per_process():
 
 
 def test_detoxify_scorer_on_the_tiny_checkpoint(tiny):
-    from udfs.toxicity import DetoxifyScorer
+    from instructlake.udfs.filters.toxicity import DetoxifyScorer
 
     ckpt, hf = tiny
     scorer = DetoxifyScorer(ToxicitySettings("detoxify", (), "t", FileRef(str(ckpt)), FileRef(str(hf)), batch_size=3, max_tokens=32))
@@ -242,7 +245,7 @@ def test_offline_without_config_folder_stops_with_one_line(tmp_path, tiny):
     ckpt, _ = tiny
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home"), "PYSPARK_PYTHON": sys.executable}
     proc = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "run", "--conf", str(REPO / "conf" / "local.yaml"),
+        [sys.executable, "-m", "instructlake.jobs.cli", "run", "--conf", str(REPO / "conf" / "local.yaml"),
          "--set", f"paths.lake={(tmp_path / 'lake').as_uri()}", "--set", f"paths.output={(tmp_path / 'out').as_uri()}",
          "--set", "filters.toxicity.backend=detoxify", "--set", f"filters.toxicity.checkpoint={ckpt}", *NO_CODE_ARGS],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
@@ -258,8 +261,8 @@ def test_offline_without_config_folder_stops_with_one_line(tmp_path, tiny):
 def test_pipeline_with_detoxify_offline_records_the_scorer(spark, tmp_path, tiny):
     from delta.tables import DeltaTable
 
-    from jobs.lake import Lake, RunContext
-    from jobs.pipeline import run_pipeline
+    from instructlake.core.lake import Lake, RunContext
+    from instructlake.jobs.runner import run_pipeline
 
     ckpt, hf = tiny
     conf = local_conf(

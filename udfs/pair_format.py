@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from udfs.dialogue import collapse_blank_lines, collapse_blank_lines_col, strip_ws, strip_ws_col
+from instructlake.core.config import split_template
+from instructlake.udfs.dialogue import collapse_blank_lines, collapse_blank_lines_col, strip_ws, strip_ws_col
 
 DEFAULT_TEMPLATE = "User: {instruction}\n\nAssistant: {response}<|endoftext|>"
-INSTRUCTION = "{instruction}"
-RESPONSE = "{response}"
 
 
 @dataclass(frozen=True)
@@ -32,25 +31,9 @@ class PairTemplate:
 
     @classmethod
     def parse(cls, template: str) -> "PairTemplate":
-        """Split a template into its three literal parts; ValueError says what is wrong."""
-        for ph in (INSTRUCTION, RESPONSE):
-            n = template.count(ph)
-            if n != 1:
-                raise ValueError(f"the template must contain {ph} exactly once (found {n})")
-        i, r = template.index(INSTRUCTION), template.index(RESPONSE)
-        if r < i:
-            raise ValueError("{instruction} must come before {response} in the template")
-        prefix = template[:i]
-        middle = template[i + len(INSTRUCTION) : r]
-        suffix = template[r + len(RESPONSE) :]
-        if "\n\n" in prefix:
-            raise ValueError("the text before {instruction} must not contain a blank line")
-        if not middle.startswith("\n\n"):
-            raise ValueError(
-                "the text between {instruction} and {response} must start with a blank line (\\n\\n) "
-                "so that the pair can be split back into its halves"
-            )
-        return cls(prefix, middle, suffix)
+        """Split a template into its three literal parts; ValueError says what is wrong
+        (`instructlake.core.config.split_template` holds the rules)."""
+        return cls(*split_template(template))
 
     def render(self, instruction: str, response: str) -> str:
         return f"{self.prefix}{normalize_instruction(instruction)}{self.middle}{response}{self.suffix}"

@@ -52,6 +52,7 @@ import string
 from typing import Iterator, Optional
 
 import pandas as pd
+from pyspark.sql import functions as F
 
 TYPE_WORDS = {
     "who": ("who", "whom", "whose"),
@@ -279,8 +280,6 @@ def qa_checks_udf(checks):
     because the rows are few (bounded by the model calls) and the SQuAD calibration must
     measure exactly these functions.
     """
-    from pyspark.sql import functions as F
-
     @F.pandas_udf(SCORE_SCHEMA)
     def score(batches: Iterator[tuple[pd.Series, pd.Series, pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
         for qa_type, question, answer, paragraph in batches:
@@ -297,7 +296,5 @@ def qa_checks_udf(checks):
 
 def with_qa_checks(df, checks, qa_type="qa_type", question="question", answer="answer", paragraph="text"):
     """Adds every score column of `SCORE_SCHEMA` (and `qa_drop_reason`) to a DataFrame of generated pairs."""
-    from pyspark.sql import functions as F
-
     scored = qa_checks_udf(checks)(F.col(qa_type), F.col(question), F.col(answer), F.col(paragraph))
     return df.withColumn("_qa", scored).select("*", *[F.col(f"_qa.{c}").alias(c) for c in SCORE_COLUMNS]).drop("_qa")

@@ -16,7 +16,8 @@ and a Latin-1 or UTF-16 file would otherwise pass as text), in the readers'
 `_valid_utf8` column.
 
 `split_json_array` is the pure function that cuts a JSON array file into its
-element texts, keeping the elements before a syntax error.
+element texts, keeping the elements before a syntax error. The readers that
+use these are the source formats' (`instructlake.jobs.sources`).
 """
 from __future__ import annotations
 
@@ -24,9 +25,7 @@ import json
 import zlib
 from dataclasses import dataclass
 from functools import reduce
-from typing import Callable, Iterator, Optional
-
-import pandas as pd
+from typing import Iterator, Optional
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -193,42 +192,3 @@ def inspect_file(content: Optional[bytes], gzipped: bool) -> Optional[str]:
     if problems:
         return problems[0]
     return "empty_file" if empty else None
-
-
-READ_SCHEMA = "source_file string, row_index long, raw string, _read_error string, _valid_utf8 boolean"
-# (file text, file URI) -> (row_index, raw record, read error) for each record of the file
-RecordSplitter = Callable[[Optional[str], str], Iterator[tuple[int, Optional[str], Optional[str]]]]
-
-
-def read_whole_files(spark, files: list[str], split: RecordSplitter, checkpoint_name: Optional[str] = None,
-                     tolerant: bool = True) -> DataFrame:
-    """`READ_SCHEMA` rows for the records of files that must be read whole (a JSON array, WikiText
-    articles): each file is one Spark task, its text split into records by `split` in a Python worker.
-
-    `checkpoint_name` names a fault checkpoint (`jobs.faults`) passed once per batch. `tolerant`:
-    a truncated or corrupt gzip file gives what could be read (see `ingest_hh.read_lines`).
-    """
-
-    def explode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from jobs.faults import checkpoint
-
-        for batch in batches:
-            if checkpoint_name:
-                checkpoint(checkpoint_name)
-            rows = [
-                (source_file, index, raw, error, valid)
-                for source_file, text, valid in zip(batch["source_file"], batch["value"], batch["_valid_utf8"])
-                for index, raw, error in split(text, source_file)
-            ]
-            yield pd.DataFrame(rows, columns=["source_file", "row_index", "raw", "_read_error", "_valid_utf8"])
-
-    option = str(tolerant).lower()
-    whole = reduce(
-        DataFrame.unionByName,
-        [
-            spark.read.option("ignoreCorruptFiles", option).text(f, wholetext=True)
-            .select(F.lit(f).alias("source_file"), "value", F.is_valid_utf8("value").alias("_valid_utf8"))
-            for f in files
-        ],
-    )
-    return whole.mapInPandas(explode, READ_SCHEMA)

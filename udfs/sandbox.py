@@ -48,7 +48,9 @@ import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from typing import NamedTuple, Optional
+from typing import Iterator, NamedTuple, Optional
+
+import pandas as pd
 
 NOBODY = 65534
 STATUSES = ("passed", "failed", "error", "timeout", "killed")
@@ -296,3 +298,32 @@ def code_execution(kind: str) -> dict:
     note = ("process fallback: own session, the same limits, empty environment, temporary working folder, "
             "uid 65534 when run as root; the program sees the host's files and network")
     return {"sandbox": "process", "weaker": True, "note": note}
+
+
+# --- Spark ----------------------------------------------------------------------
+
+EXEC_SCHEMA = (
+    "key string, status string, reason string, duration_s double, exit_code int, stdout_tail string, stderr_tail string"
+)
+
+
+def execute_udf(settings: SandboxSettings):
+    """A `mapInPandas` function: (key, code, tests) rows in, `EXEC_SCHEMA` rows out, each program run
+    in the sandbox."""
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            results = [run_program(c, t, settings, k[:16]) for k, c, t in zip(batch["key"], batch["code"], batch["tests"])]
+            yield pd.DataFrame(
+                {
+                    "key": batch["key"].tolist(),
+                    "status": [r.status for r in results],
+                    "reason": [r.reason for r in results],
+                    "duration_s": [float(r.duration_s) for r in results],
+                    "exit_code": pd.array([r.exit_code for r in results], dtype="Int32"),
+                    "stdout_tail": [r.stdout_tail for r in results],
+                    "stderr_tail": [r.stderr_tail for r in results],
+                }
+            )
+
+    return run

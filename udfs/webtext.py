@@ -32,7 +32,11 @@ import json
 import re
 from typing import Iterator, Optional
 
-from udfs.records import RAW_PREVIEW_CHARS
+from pyspark.ml.feature import StopWordsRemover
+from pyspark.sql import Window
+from pyspark.sql import functions as F
+
+from instructlake.udfs.records import RAW_PREVIEW_CHARS
 
 FORMATS = ("wikitext", "jsonl", "squad", "plain")
 
@@ -297,10 +301,6 @@ def with_topics(df, key: list[str], top_k: int = 5, min_term_chars: int = 3, big
     common to be a topic. Ties go to the shorter, then alphabetically first
     term. Built-in expressions only; `key` columns identify a row.
     """
-    from pyspark.ml.feature import StopWordsRemover
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
     stop = StopWordsRemover.loadDefaultStopWords("english")
     words = F.filter(F.split(F.lower(F.col(text)), r"[^\p{L}\p{N}]+"), lambda w: w != "")
 

@@ -1,0 +1,260 @@
+"""The table catalog (where each Delta table lives) and the Delta operations every stage shares."""
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import reduce
+from pathlib import Path
+from typing import Optional
+
+from delta.tables import DeltaTable
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from instructlake.core import storage
+from instructlake.core.config import Config
+
+
+@dataclass(frozen=True)
+class Lake:
+    """Every table of a build, under one root URI: bronze per source, the quarantine and ingest log,
+    and the silver tables of the generate and pairs stages."""
+
+    root: str
+
+    @classmethod
+    def of(cls, conf: Config) -> "Lake":
+        return cls(storage.resolve(conf.paths.lake))
+
+    def bronze(self, source_name: str) -> str:
+        return storage.join(self.root, "bronze", source_name)
+
+    @property
+    def quarantine(self) -> str:
+        return storage.join(self.root, "quarantine")
+
+    @property
+    def ingest_log(self) -> str:
+        return storage.join(self.root, "ingest_log")
+
+    @property
+    def pairs(self) -> str:
+        return storage.join(self.root, "silver", "pairs")
+
+    @property
+    def paragraphs(self) -> str:
+        return storage.join(self.root, "silver", "paragraphs")
+
+    @property
+    def generations(self) -> str:
+        """The cache of model calls (`instructlake.core.cache`)."""
+        return storage.join(self.root, "silver", "generations")
+
+    @property
+    def qa(self) -> str:
+        return storage.join(self.root, "silver", "qa")
+
+    @property
+    def code_functions(self) -> str:
+        return storage.join(self.root, "silver", "code_functions")
+
+    @property
+    def executions(self) -> str:
+        """The cache of program runs (`instructlake.core.cache`)."""
+        return storage.join(self.root, "silver", "executions")
+
+
+@dataclass
+class RunContext:
+    """Identity of one pipeline run, stamped on rows and outputs."""
+
+    run_id: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8])
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc).replace(microsecond=0))
+
+
+def git_commit() -> str:
+    """The commit of the code that runs, or 'unknown' outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        if out.returncode == 0:
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=Path(__file__).resolve().parent,
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
+            return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"
+
+
+_ID_BITS = 33  # monotonically_increasing_id() puts the partition index above bit 33
+
+
+def with_position(df: DataFrame, name: str, ids: str | None = None) -> DataFrame:
+    """Adds `name`: each row's 0-based position in `df`'s row order.
+
+    No shuffle and no collect of rows: one small count per partition gives
+    each partition's offset. The order is that of `monotonically_increasing_id()`,
+    taken here, or earlier into the column `ids` (for rows that were sorted
+    and materialized: reading files back does not keep partition order).
+    `df` is read twice, so it must give the same rows every time.
+    """
+    if ids is None:
+        if df.rdd.getNumPartitions() <= 1:
+            return df.withColumn(name, F.monotonically_increasing_id())
+        ids = "_mid"
+        df = df.withColumn(ids, F.monotonically_increasing_id())
+    return with_position_and_total(df, name, ids)[0]
+
+
+def with_position_and_total(df: DataFrame, name: str, ids: str) -> tuple[DataFrame, int]:
+    """(`df` with `name`, each row's 0-based position in the order of the column `ids` (see
+    `with_position`), the number of rows), from the same per-partition counts."""
+    pid = F.shiftright(F.col(ids), _ID_BITS)
+    local = F.col(ids) - F.shiftleft(pid, _ID_BITS)
+    offsets, total = [], 0
+    for row in sorted(df.groupBy(pid.alias("pid")).count().collect()):
+        offsets += [F.lit(row["pid"]), F.lit(total)]
+        total += row["count"]
+    if not offsets:
+        return df.withColumn(name, F.lit(0).cast("long")).drop(ids), 0
+    position = F.element_at(F.create_map(*offsets), pid) + local
+    return df.withColumn(name, position.cast("long")).drop(ids), total
+
+
+def is_delta(spark, uri: str) -> bool:
+    return bool(DeltaTable.isDeltaTable(spark, uri))
+
+
+def latest_version(spark, uri: str) -> int:
+    return int(DeltaTable.forPath(spark, uri).history(1).select("version").first()[0])
+
+
+def read_version(spark, uri: str, version: Optional[int] = None) -> tuple[DataFrame, int]:
+    """The table at `version` (default: the latest), and that version number."""
+    if version is None:
+        version = latest_version(spark, uri)
+    return spark.read.format("delta").option("versionAsOf", version).load(uri), version
+
+
+def commit_metadata(spark, uri: str, version: int) -> dict:
+    """The JSON user metadata stored with a table version by `write_with_metadata`."""
+    rows = (
+        DeltaTable.forPath(spark, uri)
+        .history()
+        .where(F.col("version") == version)
+        .select("userMetadata")
+        .collect()
+    )
+    if not rows or not rows[0][0]:
+        return {}
+    return json.loads(rows[0][0])
+
+
+def commit_metrics(spark, uri: str) -> dict:
+    """The operation metrics of the table's latest commit (e.g. `numOutputRows`), as strings."""
+    row = DeltaTable.forPath(spark, uri).history(1).select("operationMetrics").first()
+    return dict(row[0] or {}) if row else {}
+
+
+def overwrite(df: DataFrame, uri: str, metadata: dict, properties: Optional[dict] = None) -> None:
+    """Replace a table's content in one Delta commit that carries `metadata` (`properties`: table
+    properties of a table this creates)."""
+    _writer(df, "overwrite", metadata, properties).option("overwriteSchema", "true").save(uri)
+
+
+def stats_only_on(columns: list[str]) -> dict:
+    """Table properties that limit Delta's per-file statistics to `columns` (those the jobs filter
+    on): by default Delta computes them for the first 32 columns, long texts included, on every write."""
+    return {"delta.dataSkippingStatsColumns": ",".join(columns)}
+
+
+def _writer(df: DataFrame, mode: str, metadata: dict, properties: Optional[dict]):
+    w = df.write.format("delta").mode(mode).option("userMetadata", json.dumps(metadata, sort_keys=True))
+    for key, value in (properties or {}).items():  # applied when the write creates the table
+        w = w.option(key, value)
+    return w
+
+
+def append_rows(df: DataFrame, uri: str, metadata: dict, properties: Optional[dict] = None) -> None:
+    """Append `df` to the table at `uri` (creating it, with the table `properties`, if needed) in one
+    Delta commit that carries `metadata`."""
+    _writer(df, "append", metadata, properties).save(uri)
+
+
+@contextmanager
+def commit_info(spark, metadata: dict):
+    """Within the block, Delta commits made through the DeltaTable API (MERGE, UPDATE, DELETE)
+    carry `metadata` as their user metadata (writes take it as an option instead)."""
+    key = "spark.databricks.delta.commitInfo.userMetadata"
+    spark.conf.set(key, json.dumps(metadata, sort_keys=True))
+    try:
+        yield
+    finally:
+        spark.conf.unset(key)
+
+
+def merge_rows(
+    spark,
+    df: DataFrame,
+    uri: str,
+    keys: list[str],
+    metadata: dict,
+    update_when: Optional[Column] = None,
+    delete_when: Optional[Column] = None,
+) -> None:
+    """Upsert `df` into the table at `uri` by `keys` in one Delta commit (creating the table if needed).
+
+    Rows whose keys are new are inserted; matched rows are updated only where
+    `update_when` holds (their content changed); target rows that `df` does not
+    match are deleted where `delete_when` holds (files replaced or gone).
+    Conditions refer to the target as `t` and to `df` as `s`. Re-running with
+    the same rows changes nothing.
+    """
+    if not is_delta(spark, uri):
+        _writer(df, "errorifexists", metadata, None).save(uri)
+        return
+    merge = DeltaTable.forPath(spark, uri).alias("t").merge(df.alias("s"), key_match(keys))
+    if update_when is not None:
+        merge = merge.whenMatchedUpdateAll(condition=update_when)
+    merge = merge.whenNotMatchedInsertAll()
+    if delete_when is not None:
+        merge = merge.whenNotMatchedBySourceDelete(condition=delete_when)
+    with commit_info(spark, metadata):
+        merge.execute()
+
+
+def key_match(keys: list[str]) -> Column:
+    """The MERGE condition: the target `t` and the source `s` agree on every key column."""
+    return reduce(lambda a, b: a & b, [F.col(f"t.{k}") == F.col(f"s.{k}") for k in keys])
+
+
+def content_digest(df: DataFrame) -> str:
+    """An order-independent digest of a DataFrame's rows: row count and the sum of row hashes."""
+    row = df.select(F.xxhash64(*df.columns).cast("decimal(38,0)").alias("h")).agg(F.count(F.lit(1)), F.sum("h")).first()
+    return f"{row[0]}:{row[1] or 0}"
+
+
+def write_if_changed(spark, df: DataFrame, uri: str, metadata: dict) -> tuple[int, bool]:
+    """Overwrite the table with `df` in one commit unless it already holds the same rows;
+    returns (table version, written)."""
+    digest = content_digest(df)
+    if is_delta(spark, uri):
+        version = latest_version(spark, uri)
+        if commit_metadata(spark, uri, version).get("content_digest") == digest:
+            return version, False
+    overwrite(df, uri, metadata | {"content_digest": digest})
+    return latest_version(spark, uri), True

@@ -1,0 +1,117 @@
+"""The one stage list, and the pipeline runner: ingest, generate, pairs, export.
+
+`STAGES` is what the CLI offers as subcommands, what `run_pipeline` runs in
+order (the CLI's `run`, `spark-submit jobs/pipeline.py`), and what each
+notebook runs one of: the order is written here only. `load_config` builds a
+`Config` with the registries of the layers below (the filters' conf specs,
+the source formats).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from instructlake.core import config as core_config
+from instructlake.core.config import Config
+from instructlake.core.lake import RunContext
+from instructlake.jobs.sources import FORMATS
+from instructlake.jobs.stages.export import ExportResult, run_export
+from instructlake.jobs.stages.generate_code import CodeResult, run_code
+from instructlake.jobs.stages.generate_qa import GenerateResult, run_generate
+from instructlake.jobs.stages.ingest import IngestResult, run_ingest
+from instructlake.jobs.stages.pairs import PairsResult, run_pairs
+from instructlake.udfs.filters import SPECS
+
+REGISTRIES = {"filters": SPECS, "formats": FORMATS}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """The validated conf of a YAML file (default `conf/local.yaml`) with `--set` overrides."""
+    return core_config.load_config(path, overrides, REGISTRIES)
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a run may ask of its stages besides the conf."""
+
+    full: bool = False                   # pairs: recompute every pair, not only the new ones
+    as_of_version: Optional[int] = None  # export: the pairs table as of this Delta version
+
+
+@dataclass
+class Generated:
+    """The generate stage's two steps: question-answer pairs, and code (None when a step has no source)."""
+
+    qa: Optional[GenerateResult] = None
+    code: Optional[CodeResult] = None
+
+    @property
+    def counts(self) -> list:
+        return (self.qa.counts if self.qa else []) + (self.code.counts if self.code else [])
+
+
+def _generate(spark, conf: Config, run: RunContext, options: Options) -> Generated:
+    return Generated(run_generate(spark, conf, run), run_code(spark, conf, run))
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    help: str
+    run: Callable[[Any, Config, RunContext, Options], Any]
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("ingest", "raw files into bronze Delta tables (one per source)",
+          lambda spark, conf, run, options: run_ingest(spark, conf, run)),
+    Stage("generate", "synthetic question-answer pairs and Python functions with an LLM; programs run with their tests",
+          _generate),
+    Stage("pairs", "bronze rows into the silver pairs table, with scores and drop reasons",
+          lambda spark, conf, run, options: run_pairs(spark, conf, run, full=options.full)),
+    Stage("export", "kept pairs into a release: JSON parts, other formats, report, card and manifest",
+          lambda spark, conf, run, options: run_export(spark, conf, run, options.as_of_version)),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+@dataclass
+class PipelineResult:
+    results: dict[str, Any] = field(default_factory=dict)  # stage name -> its result
+
+    @property
+    def ingest(self) -> Optional[list[IngestResult]]:
+        return self.results.get("ingest")
+
+    @property
+    def generate(self) -> Optional[GenerateResult]:
+        return self.results["generate"].qa if "generate" in self.results else None
+
+    @property
+    def code(self) -> Optional[CodeResult]:
+        return self.results["generate"].code if "generate" in self.results else None
+
+    @property
+    def pairs(self) -> Optional[PairsResult]:
+        return self.results.get("pairs")
+
+    @property
+    def export(self) -> Optional[ExportResult]:
+        return self.results.get("export")
+
+
+def run_stage(name: str, spark, conf: Config, run: RunContext | None = None, options: Options | None = None):
+    """Run one stage of `STAGES` by name; returns its result."""
+    stage = next(s for s in STAGES if s.name == name)
+    return stage.run(spark, conf, run or RunContext(), options or Options())
+
+
+def run_pipeline(spark, conf: Config, run: RunContext | None = None, options: Options | None = None,
+                 stages: tuple[str, ...] = STAGE_NAMES) -> PipelineResult:
+    """Run `stages` (default: all) in the order of `STAGES`, as one run."""
+    run = run or RunContext()
+    result = PipelineResult()
+    for stage in STAGES:
+        if stage.name in stages:
+            result.results[stage.name] = stage.run(spark, conf, run, options or Options())
+    return result

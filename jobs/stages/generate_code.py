@@ -1,0 +1,267 @@
+"""Stage 2b, silver: Python code pairs: functions written by the LLM, and programs run with their tests.
+
+Part of the generate stage (`instructlake generate`, and `run`), after the
+question-answer step. It writes two Delta tables:
+
+- `<lake>/silver/code_functions`: one row per generated function
+  (`code.generate.count` of them, label `code.generate.label`, default
+  `python_code`). Generation `i` gets a few-shot prompt
+  (`code.generate.prompt`) of `code.generate.examples` tasks of the TRAIN
+  split of the mbpp source `code.generate.examples_source`, picked by a seeded
+  hash of (seed, i, task_id), so the prompts differ and are reproducible.
+  The model's completion goes through the cache of model calls (the QA step's,
+  `instructlake.core.cache`: a call is never made twice) and is cut into task,
+  code and tests by `instructlake.udfs.codegen.parse_function`; an unusable
+  completion is kept with its `parse_error`.
+- `<lake>/silver/executions`: one row per program run, keyed by `key` =
+  sha256(code, tests, sandbox settings)
+  (`instructlake.jobs.sources.code.exec_key_col`), with `status` (passed,
+  failed, error, timeout, killed), `reason`, `duration_s`, `exit_code`, the
+  tails of stdout and stderr, the sandbox kind and run id. The programs: those
+  of every source format with tests (MBPP's prompt and train tasks, HumanEval)
+  and the parsed generated functions. A program whose key is in the table is
+  never run again (the same cache as the model calls'), so a re-run (or a
+  Spark task retry before the commit) never makes the dataset depend on
+  running a program twice. Programs run inside Spark tasks, each in the
+  sandbox of `instructlake.udfs.sandbox`.
+
+The pairs stage takes the generated functions as candidates of their own
+label (`generated_candidates`): drop reasons `generation_failed`
+(`generation`), the parse errors (`parse`), `not_executed` and
+`exec_<status>` for every status but `passed` (`execution`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import reduce
+from typing import Optional
+
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+
+from instructlake.core.cache import CacheStats, CachedStep, run_cached
+from instructlake.core.config import Config, Source
+from instructlake.core.errors import GenerationError
+from instructlake.core.lake import Lake, RunContext, is_delta, latest_version, read_version, write_if_changed
+from instructlake.jobs.sources import format_of, sources_made
+from instructlake.jobs.sources.base import candidate_rows
+from instructlake.jobs.sources.code import (
+    EXEC_COLUMNS, EXECUTION, exec_key_col, exec_reason, executions_at, pair_content_id, sandbox_settings, tests_instruction,
+)
+from instructlake.jobs.sources.mbpp import mbpp_split_col
+from instructlake.jobs.stages.generate_qa import ModelCalls, cached_generate, read_prompt
+from instructlake.udfs.codegen import STOP, example_text, parse_function
+from instructlake.udfs.llm import call_key, model_id, params_json, sampling_params
+from instructlake.udfs.sandbox import EXEC_SCHEMA, SandboxUnavailableError, execute_udf, run_program
+
+log = logging.getLogger("instructlake.generate")
+
+GENERATED_FORMAT = "generated_code"
+GENERATED_ITEM = "generated"
+
+
+@dataclass
+class CodeResult(ModelCalls):
+    generations: int = 0                 # generated functions (rows of silver/code_functions)
+    parsed: int = 0                      # ... that parsed into task, code and tests
+    executions: CacheStats = field(default_factory=CacheStats)  # programs with tests wanted, run by this run
+    sandbox: str = ""
+    counts: list = field(default_factory=list)  # (label, status or parse error, rows), for the summary
+    tables: dict = field(default_factory=dict)
+
+    @property
+    def programs(self) -> int:
+        return self.executions.wanted
+
+    @property
+    def executed(self) -> int:
+        return self.executions.computed
+
+
+def generation_source(conf: Config) -> Optional[Source]:
+    """The enabled mbpp source that seeds the generated functions, when generation is on."""
+    gen = conf.code.generate
+    if not gen.count:
+        return None
+    return next((s for s in conf.enabled_sources if s.name == gen.examples_source and s.format == "mbpp"), None)
+
+
+# --- programs -----------------------------------------------------------------
+
+def programs(spark, conf: Config, lake: Lake, functions: Optional[DataFrame]) -> DataFrame:
+    """(key, code, tests) of every program to verify: those of the sources with tests, and the
+    parsed generated functions."""
+    parts = [format_of(s).programs(read_version(spark, lake.bronze(s.name))[0]) for s in sources_made(conf, "programs")]
+    if functions is not None:
+        parts.append(functions.where(F.col("parse_error").isNull()).select("code", "tests"))
+    if not parts:
+        return spark.createDataFrame([], "key string, code string, tests string")
+    union = reduce(DataFrame.unionByName, parts)
+    return union.select(exec_key_col(F.col("code"), F.col("tests"), conf).alias("key"), "code", "tests").dropDuplicates(["key"])
+
+
+def check_sandbox(settings) -> None:
+    """Runs one trivial program on the driver: a sandbox that cannot start stops the run here, with
+    one clear line, instead of failing in every Spark task."""
+    try:
+        probe = run_program("x = 1", "assert x == 1", settings, "probe")
+    except SandboxUnavailableError as e:
+        raise GenerationError(str(e)) from None
+    if probe.status != "passed":
+        hint = "; bubblewrap needs user namespaces (or set code.sandbox.kind: process, which is weaker)" if settings.kind == "bwrap" else ""
+        raise GenerationError(f"code.sandbox: the {settings.kind} sandbox cannot run a program here: {probe.stderr_tail.strip()[-300:]}{hint}")
+
+
+def execution_step(spark, conf: Config, lake: Lake) -> CachedStep:
+    settings = sandbox_settings(conf)
+    return CachedStep(
+        name="executions", uri=lake.executions, inputs=("key", "code", "tests"), input_schema="key string, code string, tests string",
+        schema=EXEC_SCHEMA, compute=execute_udf(settings), chunk_size=conf.code.chunk_size,
+        parallelism=conf.code.parallelism or spark.sparkContext.defaultParallelism,
+        stamp=(("sandbox", F.lit(settings.kind)),), prepare=lambda: check_sandbox(settings),
+    )
+
+
+def run_executions(spark, conf: Config, lake: Lake, run: RunContext, wanted: DataFrame, result: CodeResult) -> None:
+    """Runs the programs of `wanted` whose key is not in silver/executions yet."""
+    result.executions = run_cached(spark, execution_step(spark, conf, lake), wanted, run, "generate")
+    if result.executions.computed:
+        log.info("programs: %d run in %.1fs (%s sandbox)", result.executed, result.executions.seconds, conf.code.sandbox.kind)
+
+
+# --- generated functions ------------------------------------------------------
+
+def _prompts(spark, conf: Config, lake: Lake, source: Source, template: str) -> list[tuple[int, list[int], str]]:
+    """(generation index, example task ids, prompt) for each generation; the examples are TRAIN tasks
+    of the mbpp source, in the order of sha256(seed:index:task_id)."""
+    gen = conf.code.generate
+    bronze, _ = read_version(spark, lake.bronze(source.name))
+    train = bronze.where(mbpp_split_col(F.col("task_id")) == "train").select("task_id", "text", "code", "test_list").collect()
+    if not train:
+        raise GenerationError(f"code.generate.examples_source: the mbpp source {source.name!r} has no train-split task (task_id 601-974)")
+    out = []
+    for i in range(gen.count):
+        rank = lambda r: hashlib.sha256(f"{gen.seed}:{i}:{r['task_id']}".encode()).hexdigest()  # noqa: E731
+        examples = sorted(train, key=rank)[: gen.examples]
+        text = "".join(example_text(r["text"], r["code"], list(r["test_list"])[: gen.example_tests]) for r in examples)
+        out.append((i, [r["task_id"] for r in examples], template.replace("{examples}", text, 1)))
+    return out
+
+
+@F.pandas_udf(StructType([StructField(name, StringType()) for name in ("task", "code", "tests", "parse_error")]))
+def _parse(completions: pd.Series) -> pd.DataFrame:
+    rows = [parse_function(None if c is None or (isinstance(c, float) and pd.isna(c)) else c) for c in completions]
+    return pd.DataFrame(rows, columns=["task", "code", "tests", "parse_error"])
+
+
+def build_functions(spark, conf: Config, lake: Lake, run: RunContext, source: Source, result: CodeResult) -> DataFrame:
+    """The code_functions table (not yet written) for `code.generate.count` generations."""
+    gen = conf.code.generate
+    template = read_prompt(spark, gen.prompt, "code.generate.prompt", {"examples"})
+    model = model_id(conf.llm)
+    llm = dataclasses.replace(conf.llm, max_tokens=gen.max_tokens)
+    rows = []
+    for i, task_ids, prompt in _prompts(spark, conf, lake, source, template):
+        params = params_json(sampling_params(llm, conf.llm.seed + i, STOP))
+        rows.append((i, task_ids, prompt, params, call_key(prompt, model, params)))
+    requests = spark.createDataFrame(rows, "gen_index long, example_task_ids array<bigint>, prompt string, params string, key string")
+    answers = cached_generate(
+        spark, conf, lake, run,
+        requests.select("key", "prompt", "params", F.lit(0).alias("_group"), F.col("gen_index").alias("_order")),
+        "functions", model, result.llm,
+    )
+    df = requests.join(answers, "key", "left").withColumn("_p", _parse(F.col("completion")))
+    df = df.select(
+        "gen_index", "example_task_ids", F.col("key").alias("prompt_key"), "completion",
+        F.col("error").alias("generation_error"), "_p.task", "_p.code", "_p.tests",
+        F.when(F.col("error").isNotNull(), F.lit("generation_failed")).otherwise(F.col("_p.parse_error")).alias("parse_error"),
+    )
+    return df.withColumn("exec_key", F.when(F.col("parse_error").isNull(), exec_key_col(F.col("code"), F.col("tests"), conf)))
+
+
+# --- the step -----------------------------------------------------------------
+
+def run_code(spark, conf: Config, run: RunContext | None = None) -> Optional[CodeResult]:
+    """Generate functions (when `code.generate.count` > 0) and run every program with tests that has
+    no result yet. None when no source has programs and no function is generated."""
+    run = run or RunContext()
+    source = generation_source(conf)
+    if conf.code.generate.count and source is None:
+        log.warning("functions: none generated: the examples source %r is not an enabled mbpp source", conf.code.generate.examples_source)
+    if not sources_made(conf, "programs") and source is None:
+        return None
+    lake = Lake.of(conf)
+    started = time.monotonic()
+    result = CodeResult(sandbox=conf.code.sandbox.kind)
+    functions = None
+    if source is not None:
+        built = build_functions(spark, conf, lake, run, source, result).persist()
+        try:
+            version, _ = write_if_changed(spark, built, lake.code_functions, {"stage": "generate", "run_id": run.run_id})
+        finally:
+            built.unpersist()
+        functions, _ = read_version(spark, lake.code_functions, version)
+        result.tables["code_functions"] = version
+        parse = Counter(r["parse_error"] for r in functions.select("parse_error").collect())
+        result.generations, result.parsed = sum(parse.values()), parse.get(None, 0)
+        log.info("functions: %d generated, %d parsed into task, code and tests; %d model call(s), %d from the cache",
+                 result.generations, result.parsed, result.calls, result.cache_hits)
+    run_executions(spark, conf, lake, run, programs(spark, conf, lake, functions), result)
+    if is_delta(spark, lake.executions):
+        result.tables["executions"] = latest_version(spark, lake.executions)
+    if functions is not None:
+        result.counts = _function_counts(spark, conf, lake, functions, result.tables.get("executions"))
+    log.info("code: %d program(s) with tests, %d run now; %.1fs", result.programs, result.executed, time.monotonic() - started)
+    return result
+
+
+def _function_counts(spark, conf: Config, lake: Lake, functions: DataFrame, exec_version: Optional[int]) -> list:
+    """(label, outcome, rows) of the generated functions: a parse error or an execution status."""
+    execs = executions_at(spark, lake, exec_version).withColumnRenamed("key", "exec_key")
+    rows = functions.join(execs, "exec_key", "left").select(F.coalesce("parse_error", "exec_status").alias("o")).groupBy("o").count().collect()
+    label = conf.code.generate.label
+    return sorted(((label, None if r["o"] == "passed" else r["o"], r["count"]) for r in rows), key=lambda c: c[1] or "")
+
+
+def code_versions(spark, conf: Config, lake: Lake) -> Optional[dict]:
+    """The versions of the code tables the pairs read, when a code table can exist."""
+    if not sources_made(conf, "programs") and generation_source(conf) is None:
+        return None
+    return {
+        name: latest_version(spark, uri) if is_delta(spark, uri) else None
+        for name, uri in (("executions", lake.executions), ("code_functions", lake.code_functions))
+    }
+
+
+# --- candidates ---------------------------------------------------------------
+
+def generated_candidates(spark, conf: Config, lake: Lake, versions: Optional[dict]) -> Optional[DataFrame]:
+    """The generated functions as candidate pairs of their label (None when there are none)."""
+    source = generation_source(conf)
+    versions = versions or {}
+    if source is None or versions.get("code_functions") is None:
+        return None
+    functions, _ = read_version(spark, lake.code_functions, versions["code_functions"])
+    execs = executions_at(spark, lake, versions.get("executions")).withColumnRenamed("key", "exec_key")
+    df = functions.join(execs, "exec_key", "left").withColumn("_reason", F.coalesce(F.col("parse_error"), exec_reason(F.col("exec_status"))))
+    stage = (F.when(F.col("parse_error") == "generation_failed", F.lit("generation"))
+             .when(F.col("parse_error").isNotNull(), F.lit("parse")).otherwise(F.lit(EXECUTION)))
+    return candidate_rows(
+        source, df, label=conf.code.generate.label, source_format=GENERATED_FORMAT,
+        source_file=F.lit(lake.code_functions), row_index=F.col("gen_index"), item=F.lit(GENERATED_ITEM),
+        content_id=pair_content_id(F.col("prompt_key"), F.col("task"), F.col("code"), F.col("tests"), F.col("exec_status"), F.col("_reason")),
+        ingest_run_id=F.lit(None).cast("string"),
+        instruction=F.when(F.col("task").isNotNull(), tests_instruction(F.col("task"), F.coalesce("tests", F.lit("")))),
+        response=F.col("code"), reason=F.col("_reason"), stage=stage, is_code=True,
+        extra=tuple(F.col(c) for c in EXEC_COLUMNS),
+    )
+
+
+GENERATED_STAGES = ("generation", "parse", EXECUTION)  # the drop stages of a generated function

@@ -1,0 +1,360 @@
+"""Stage 1, bronze: raw source files into one Delta table per configured source.
+
+Each source's format (`instructlake.jobs.sources`) says how its files are
+read and what its records hold.
+
+Every row keeps its raw fields (typed) plus provenance: `source` (label),
+`source_name`, `source_file` (URI), `row_index` (within that file),
+`content_id` (sha256 of the record's typed fields, `instructlake.udfs.records.canonical_text`),
+`ingest_run_id` and `ingested_at`.
+
+Bad input never stops or shrinks a run silently: a record that does not fit
+the source's schema goes to the `quarantine` table with its file, row index,
+raw text (truncated) and reason, and the good records of the same file still
+go through. A file-level problem (an empty file, a truncated or corrupt gzip
+file) is one quarantine row with `row_index` -1. For every file the job
+checks rows read = rows in bronze + rows quarantined, and fails loudly if not.
+
+Re-runs are idempotent and incremental: the `ingest_log` table remembers
+each file ingested (size, modification time, counts); a file already there
+unchanged is not read again, a new file is read alone, a changed file
+replaces its old rows, and the rows of a file no longer among the inputs are
+removed. Every change to a table is a single commit: an append when only new
+files are read and bronze holds none of their rows, else a MERGE keyed on
+(source_file, row_index); so a crash at any point followed by a re-run gives
+no duplicate and no missing row.
+
+New files are read once: the records are parsed, checked and written to
+bronze in one pass, whose counts (rows read, bad rows per file) Spark
+collects as it writes (an `Observation`); only files with bad records are
+read a second time, for their quarantine rows. Replaced files (changed or
+re-read after a crash) go through a cached MERGE instead.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Optional
+
+import pandas as pd
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, Observation
+from pyspark.sql import functions as F
+
+from instructlake.core import storage
+from instructlake.core.config import Config, Source
+from instructlake.core.errors import IngestCheckError
+from instructlake.core.faults import checkpoint
+from instructlake.core.lake import Lake, RunContext, append_rows, commit_metrics, is_delta, merge_rows, stats_only_on
+from instructlake.jobs.sources import format_of
+from instructlake.udfs.records import RAW_PREVIEW_CHARS, content_id, inspect_file, with_typed_fields
+
+log = logging.getLogger("instructlake.ingest")
+
+PROVENANCE = ["source", "source_name", "source_file", "row_index", "content_id", "ingest_run_id", "ingested_at"]
+QUARANTINE_COLUMNS = ["source", "source_name", "source_file", "row_index", "raw", "reason", "ingest_run_id", "ingested_at"]
+FILE_LEVEL_ROW = -1
+BRONZE_PROPERTIES = stats_only_on(["source_file", "row_index"])  # what the ingest and pairs filter bronze on
+LOG_SCHEMA = (
+    "source_name string, source_file string, file_size long, file_mtime long, rows_read long, "
+    "rows_ingested long, rows_quarantined long, file_errors array<string>, ingest_run_id string, ingested_at timestamp"
+)
+
+
+@dataclass
+class IngestResult:
+    source: str
+    files: list[str]
+    table: str
+    read_files: list[str] = field(default_factory=list)
+    removed_files: list[str] = field(default_factory=list)
+    rows: int = 0
+    quarantined: int = 0
+
+
+def _inspect(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    for batch in batches:
+        found = [inspect_file(content, path.endswith(".gz")) for path, content in zip(batch["path"], batch["content"])]
+        yield pd.DataFrame({"path": batch["path"], "problem": found})
+
+
+def inspect_files(spark, files: list[str]) -> dict[str, str]:
+    """File problems ({file: reason}: a truncated or corrupt gzip file, an empty one).
+
+    Each file's bytes are checked in a Spark task (see `instructlake.udfs.records.inspect_file`);
+    only the findings come back to the driver.
+    """
+    rows = (
+        spark.read.format("binaryFile").load(files)
+        .select("path", "content")
+        .mapInPandas(_inspect, "path string, problem string")
+        .where(F.col("problem").isNotNull())
+        .collect()
+    )
+    return {r["path"]: r["problem"] for r in rows}
+
+
+def _with_encoding_error(records: DataFrame, line_based: bool) -> DataFrame:
+    """Adds `_encoding_error` = 'invalid_utf8' on records whose bytes are not UTF-8."""
+    bad = ~F.col("_valid_utf8")
+    if not line_based:  # in a file read whole, only the elements holding the decoder's U+FFFD are affected
+        bad = bad & F.col("raw").contains("\ufffd")
+    return records.withColumn("_encoding_error", F.when(bad, F.lit("invalid_utf8")))
+
+
+def _ingest_logs(spark, lake: Lake) -> dict[str, dict[str, dict]]:
+    """{source name: {file: its ingest log entry}}."""
+    if not is_delta(spark, lake.ingest_log):
+        return {}
+    out: dict[str, dict[str, dict]] = {}
+    for r in spark.read.format("delta").load(lake.ingest_log).collect():
+        out.setdefault(r["source_name"], {})[r["source_file"]] = r.asDict()
+    return out
+
+
+def _stamp(records: DataFrame, source: Source, fields, run: RunContext) -> DataFrame:
+    return records.withColumns(
+        {
+            "_reason": F.coalesce(F.col("_read_error"), F.col("_encoding_error"), F.col("_error")),
+            "source": F.lit(source.label),
+            "source_name": F.lit(source.name),
+            "content_id": content_id(fields),
+            "ingest_run_id": F.lit(run.run_id),
+            "ingested_at": F.lit(run.started_at).cast("timestamp"),
+        }
+    )
+
+
+def _quarantine_rows(stamped: DataFrame) -> DataFrame:
+    return stamped.where(F.col("_reason").isNotNull()).select(
+        "source", "source_name", "source_file", "row_index",
+        F.substring("raw", 1, RAW_PREVIEW_CHARS).alias("raw"),
+        F.col("_reason").alias("reason"), "ingest_run_id", "ingested_at",
+    )
+
+
+def _file_level_rows(spark, source: Source, problems: dict[str, str], run: RunContext) -> DataFrame:
+    rows = [(source.label, source.name, f, FILE_LEVEL_ROW, "", reason, run.run_id, run.started_at) for f, reason in sorted(problems.items())]
+    schema = "source string, source_name string, source_file string, row_index long, raw string, reason string, ingest_run_id string, ingested_at timestamp"
+    return spark.createDataFrame(rows, schema)
+
+
+def _file_in(files: list[str]) -> Column:
+    return F.col("t.source_file").isin(files) if files else F.lit(False)
+
+
+def _bronze_holds_rows_of(spark, uri: str, files: list[str]) -> bool:
+    """Whether the bronze table at `uri` has rows of `files` (left by a run that crashed before its log)."""
+    if not is_delta(spark, uri):
+        return False
+    return bool(spark.read.format("delta").load(uri).where(F.col("source_file").isin(files)).limit(1).count())
+
+
+@dataclass
+class _Written:
+    rows_read: int                    # records read from the files (good and bad)
+    bad: dict[str, int]               # bad records per file, for the files that have any
+    good: dict[str, int]              # good records per file
+    records: Optional[DataFrame]      # the stamped records (cached on the MERGE path), for the quarantine rows
+    cached: bool = False
+
+
+def _append_new(spark, stamped: DataFrame, fields, uri: str, files: list[str], meta: dict) -> _Written:
+    """One pass: the good records are appended to bronze while Spark counts every record and each
+    file's bad ones."""
+    bad = F.col("_reason").isNotNull()
+    seen = Observation()
+    watched = stamped.observe(
+        seen, F.count(F.lit(1)).alias("rows"),
+        *[F.count_if(F.col("source_file") == f).alias(f"rows_{i}") for i, f in enumerate(files)],
+        *[F.count_if(bad & (F.col("source_file") == f)).alias(f"bad_{i}") for i, f in enumerate(files)],
+    )
+    append_rows(watched.where(~bad).select(*[f.name for f in fields], *PROVENANCE), uri, meta, BRONZE_PROPERTIES)
+    metrics = seen.get
+    per_file = {f: metrics[f"bad_{i}"] for i, f in enumerate(files) if metrics[f"bad_{i}"]}
+    good = {f: metrics[f"rows_{i}"] - metrics[f"bad_{i}"] for i, f in enumerate(files)}
+    written = commit_metrics(spark, uri).get("numOutputRows")
+    if written is None or int(written) != sum(good.values()):
+        raise IngestCheckError(f"{uri}: {sum(good.values())} good rows read but the commit wrote {written}")
+    return _Written(metrics["rows"], per_file, good, stamped)
+
+
+def _merge_replaced(spark, stamped: DataFrame, fields, uri: str, replaced: list[str], meta: dict) -> _Written:
+    """Changed or re-read files: their rows are upserted by (source_file, row_index) and rows of
+    files gone or replaced are deleted, in one MERGE; the records are cached for the counts."""
+    cached = stamped.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        counts = cached.groupBy("source_file").agg(
+            F.count(F.lit(1)).alias("rows"), F.count_if(F.col("_reason").isNotNull()).alias("bad")
+        ).collect()
+        merge_rows(
+            spark, cached.where(F.col("_reason").isNull()).select(*[f.name for f in fields], *PROVENANCE), uri,
+            ["source_file", "row_index"], meta,
+            update_when=F.col("t.content_id") != F.col("s.content_id"),
+            delete_when=_file_in(replaced) if replaced else None,
+        )
+    except Exception:
+        cached.unpersist()
+        raise
+    bad = {r["source_file"]: r["bad"] for r in counts if r["bad"]}
+    return _Written(sum(r["rows"] for r in counts), bad, _rows_per_file(spark, uri, sorted(r["source_file"] for r in counts)), cached, True)
+
+
+def _rows_per_file(spark, uri: str, files: list[str], where: Optional[Column] = None) -> dict[str, int]:
+    if not files:
+        return {}
+    rows = spark.read.format("delta").load(uri).where(F.col("source_file").isin(files))
+    if where is not None:
+        rows = rows.where(where)
+    return {r["source_file"]: r["count"] for r in rows.groupBy("source_file").count().collect()}
+
+
+def ingest_source(spark, source: Source, files: list[str], lake: Lake, run: RunContext,
+                  logged: Optional[dict[str, dict]] = None) -> IngestResult:
+    """Bring the source's bronze table up to date with its files; `logged`: its ingest log entries
+    by file (read here when None)."""
+    started = time.monotonic()
+    result = IngestResult(source.name, files, lake.bronze(source.name))
+    status = storage.file_status(spark, files)
+    if logged is None:
+        logged = _ingest_logs(spark, lake).get(source.name, {})
+    to_read = [f for f in files if f not in logged or (logged[f]["file_size"], logged[f]["file_mtime"]) != status[f]]
+    changed = [f for f in to_read if f in logged]
+    removed = sorted(set(logged) - set(files))
+    result.read_files, result.removed_files = to_read, removed
+    if not to_read and not removed:
+        result.rows = sum(logged[f]["rows_ingested"] for f in files)
+        result.quarantined = sum(logged[f]["rows_quarantined"] for f in files)
+        log.info("%s: %d file(s) up to date, nothing to read", source.name, len(files))
+        return result
+    log.info(
+        "%s: reading %d of %d file(s) (%d changed, %d removed) -> %s",
+        source.name, len(to_read), len(files), len(changed), len(removed), lake.bronze(source.name),
+    )
+    fmt = format_of(source)
+    fields, line_based = fmt.fields, fmt.line_based
+    uri = lake.bronze(source.name)
+    meta = {"stage": "ingest", "run_id": run.run_id, "source_name": source.name}
+    problems: dict[str, str] = {}
+    written = _Written(0, {}, {}, None)
+    replaced = changed + removed
+    try:
+        if to_read:
+
+            def stamped(files: list[str], tolerant: bool) -> DataFrame:
+                records = _with_encoding_error(fmt.read(spark, files, tolerant=tolerant), line_based)
+                out = _stamp(with_typed_fields(records, fields), source, fields, run)
+                # Only a quarantined record needs its raw text (the preview).
+                return out.withColumn("raw", F.when(F.col("_reason").isNotNull(), F.substring("raw", 1, RAW_PREVIEW_CHARS)))
+
+            def write(tolerant: bool) -> _Written:
+                if replaced or _bronze_holds_rows_of(spark, uri, to_read):
+                    return _merge_replaced(spark, stamped(to_read, tolerant), fields, uri, replaced, meta)
+                out = _append_new(spark, stamped(to_read, tolerant), fields, uri, to_read, meta)
+                if out.bad:  # the second read, of the files with bad records only
+                    out.records = stamped(sorted(out.bad), tolerant)
+                return out
+
+            try:  # files read as they are: a damaged gzip file fails the pass ...
+                written = write(tolerant=False)
+            except IngestCheckError:
+                raise
+            except Exception as error:  # ... then each file's bytes are checked, and the damaged ones quarantined
+                problems = inspect_files(spark, to_read)
+                if not problems:
+                    raise
+                log.warning("%s: %d damaged or empty file(s); reading what the others hold (%s)",
+                            source.name, len(problems), str(error).splitlines()[0][:200])
+                written = write(tolerant=True)
+        else:  # only files gone: delete their rows
+            empty = spark.read.format("delta").load(uri).limit(0)
+            merge_rows(spark, empty, uri, ["source_file", "row_index"], meta, delete_when=_file_in(removed))
+        checkpoint("ingest.bronze_written")
+        ingested = written.good
+        counts = {f: ingested.get(f, 0) + written.bad.get(f, 0) for f in to_read}
+        for f in to_read:
+            if status[f][0] == 0:  # Spark's binary reader skips empty files: tell them here
+                problems[f] = "empty_file"
+            elif counts[f] == 0 and f not in problems:
+                problems[f] = "empty_file" if line_based else "no_records"  # e.g. a gzip file of nothing
+        bad = _file_level_rows(spark, source, problems, run)
+        if written.bad:
+            bad = _quarantine_rows(written.records.where(F.col("source_file").isin(list(written.bad)))).unionByName(bad)
+        if not written.bad and not problems and not replaced and is_delta(spark, lake.quarantine):
+            log.info("%s: nothing to quarantine", source.name)
+        else:
+            merge_rows(
+                spark, bad, lake.quarantine, ["source_name", "source_file", "row_index"], meta,
+                update_when=(F.col("t.raw") != F.col("s.raw")) | (F.col("t.reason") != F.col("s.reason")),
+                delete_when=(F.col("t.source_name") == source.name) & _file_in(replaced) if replaced else None,
+            )
+        entries = _check_and_log(spark, source, lake, to_read, removed, written, ingested, problems, status, run,
+                             new_only=not set(to_read) & set(logged))
+    finally:
+        if written.cached:
+            written.records.unpersist()
+    result.rows = sum(e["rows_ingested"] for e in entries.values()) + sum(
+        logged[f]["rows_ingested"] for f in files if f not in entries
+    )
+    result.quarantined = sum(e["rows_quarantined"] for e in entries.values()) + sum(
+        logged[f]["rows_quarantined"] for f in files if f not in entries
+    )
+    for f, reason in sorted(problems.items()):
+        log.warning("%s: file problem %s: %s (quarantined)", source.name, reason, f)
+    log.info(
+        "%s: %d rows in bronze, %d quarantined, %.1fs",
+        source.name, result.rows, result.quarantined, time.monotonic() - started,
+    )
+    return result
+
+
+def _check_and_log(spark, source, lake, to_read, removed, written: _Written, ingested, problems, status, run,
+                   new_only: bool = False) -> dict[str, dict]:
+    """Check that every record read is in bronze or in quarantine, file by file, then record the
+    files in the log (an append when none of them is there yet and none is gone)."""
+    quarantined = _rows_per_file(
+        spark, lake.quarantine, to_read, (F.col("source_name") == source.name) & (F.col("row_index") != FILE_LEVEL_ROW)
+    ) if written.bad or written.cached else {}
+    for f in to_read:
+        if quarantined.get(f, 0) != written.bad.get(f, 0):
+            raise IngestCheckError(
+                f"{source.name}: {f}: {written.bad.get(f, 0)} bad rows read but {quarantined.get(f, 0)} quarantined"
+            )
+    stored = sum(ingested.values()) + sum(quarantined.values())
+    if stored != written.rows_read:
+        raise IngestCheckError(
+            f"{source.name}: {written.rows_read} rows read from {len(to_read)} file(s) but {sum(ingested.values())} "
+            f"ingested + {sum(quarantined.values())} quarantined"
+        )
+    entries = {}
+    for f in to_read:
+        ok, bad = ingested.get(f, 0), quarantined.get(f, 0)
+        entries[f] = {
+            "source_name": source.name, "source_file": f, "file_size": status[f][0], "file_mtime": status[f][1],
+            "rows_read": ok + bad, "rows_ingested": ok, "rows_quarantined": bad,
+            "file_errors": [problems[f]] if f in problems else [], "ingest_run_id": run.run_id,
+            "ingested_at": run.started_at,
+        }
+    rows = spark.createDataFrame([tuple(e.values()) for e in entries.values()], LOG_SCHEMA)
+    meta = {"stage": "ingest", "run_id": run.run_id, "source_name": source.name}
+    if new_only and not removed:
+        append_rows(rows, lake.ingest_log, meta)
+        return entries
+    merge_rows(
+        spark, rows, lake.ingest_log, ["source_name", "source_file"], meta,
+        update_when=F.lit(True),
+        delete_when=(F.col("t.source_name") == source.name) & _file_in(removed) if removed else None,
+    )
+    return entries
+
+
+def run_ingest(spark, conf: Config, run: RunContext | None = None) -> list[IngestResult]:
+    """Ingest every enabled source; returns what each read and holds."""
+    run = run or RunContext()
+    lake = Lake.of(conf)
+    # Every input must exist before anything is written.
+    inputs = {s.name: storage.expand_inputs(spark, s.paths, f"source {s.name!r}") for s in conf.enabled_sources}
+    logs = _ingest_logs(spark, lake)
+    return [ingest_source(spark, s, inputs[s.name], lake, run, logs.get(s.name, {})) for s in conf.enabled_sources]
+

@@ -9,6 +9,7 @@ import pytest
 from instructlake.core.config import CONF_DIR, Config
 from instructlake.jobs.runner import load_config
 from instructlake.udfs.filters.decontamination import DecontaminationFilter
+from instructlake.udfs.filters.pii import PiiFilter
 from instructlake.udfs.filters.language import LanguageFilter
 from instructlake.udfs.filters.length import LengthFilter
 from instructlake.udfs.filters.red_team_rating import RedTeamRatingFilter
@@ -53,7 +54,9 @@ def test_shipped_confs_load():
     assert [s.name for s in local.sources] == ["helpful_online", "helpful_rejection_sampled", "red_team_attempts", "wikitext", "conala", "mbpp"]
     assert local.export.rows_per_part == 250 and base.export.rows_per_part == 10000
     # The overlay keeps the base's filters, in order, with the seed's thresholds.
-    assert [type(f) for f in local.filters] == [LengthFilter, LengthFilter, RedTeamRatingFilter, DecontaminationFilter, LanguageFilter, ToxicityFilter]
+    assert [type(f) for f in local.filters] == [LengthFilter, LengthFilter, RedTeamRatingFilter, DecontaminationFilter, LanguageFilter,
+                                                ToxicityFilter, PiiFilter]
+    assert local.filters[6] == base.filters[6] and local.filters[6].action == "redact"
     # The decontamination benchmarks are the same in both (local.yaml repeats the list).
     assert local.filters[3] == base.filters[3] and [b.name for b in base.filters[3].benchmarks] == ["humaneval", "mbpp", "gsm8k", "squad"]
     # Local mode scores toxicity with the shipped offline model; the base conf names Detoxify.

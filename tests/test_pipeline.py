@@ -141,6 +141,7 @@ def real_run(spark, tmp_path_factory):
         *[f"sources.{name}.paths=[{path}]" for name, path in hh.items()],
         f"sources.red_team_attempts.paths=[{red_team}]",
         "export.rows_per_part=1000",
+        "filters.pii.enabled=false",  # the reference below has no PII redaction (tests/test_pii.py has)
     )
     result = run_pipeline(spark, conf, RunContext())
     return conf, result, tmp, list(hh.values()), red_team

@@ -47,7 +47,7 @@ def test_funnel_equals_direct_counts(spark, all_formats_export):
             (st, k): c for (s, st, k), c in by_stage.items() if s == source}
     # each stage's drops are the rows it dropped (`drop_stage`): rows after a filter, step by step, in conf order
     assert report["stages"] == ["dialogue_split", "instruction_length", "response_length", "red_team_rating", "decontamination",
-                                "language", "toxicity", "dedup"]
+                                "language", "toxicity", "pii", "dedup"]
     helpful = report["funnel"]["hh_helpful"]["after"]
     too_short = reasons[("hh_helpful", "response_too_short")]
     assert helpful["instruction_length"] - helpful["response_length"] == too_short
@@ -96,7 +96,7 @@ def test_reason_kinds_group_details_and_notes_are_shown(spark, all_formats_expor
     stages, counts = funnel(conf, {"inputs": []}, totals, drops, {"code": {"train": 2}})
     # the conf's filters in order, dedup, then a stage the conf does not name
     assert stages == ["instruction_length", "response_length", "red_team_rating", "decontamination", "language", "toxicity",
-                      "dedup", "a_stage_of_its_own"]
+                      "pii", "dedup", "a_stage_of_its_own"]
     assert [counts["code"]["after"][s] for s in ("decontamination", "dedup", "a_stage_of_its_own")] == [11, 3, 2]
     report = dict(result.report, drops=drops, stages=stages, funnel=counts)
     report["code_execution"] = {"sandbox": "process", "weaker": True, "note": "bubblewrap was not available"}

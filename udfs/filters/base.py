@@ -90,6 +90,7 @@ def set_reason(df: DataFrame, rules: list[tuple[Column, Column | str]], stage: s
         rules,
         F.when(F.col(DROP_REASON).isNotNull(), F.col(DROP_REASON)),
     )
-    out = df.withColumn(DROP_REASON, decision)
     earlier = F.col(DROP_STAGE) if DROP_STAGE in df.columns else F.lit(None).cast("string")
-    return out.withColumn(DROP_STAGE, F.coalesce(earlier, F.when(F.col(DROP_REASON).isNotNull(), F.lit(stage))))
+    newly = F.col(DROP_REASON).isNull() & decision.isNotNull()
+    out = df.withColumn(DROP_STAGE, F.when(newly, F.lit(stage)).otherwise(earlier))
+    return out.withColumn(DROP_REASON, decision)

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 JARS_STAMP := $(VENV)/.jars
 
-.PHONY: setup run test bench clean distclean check-java system-packages
+.PHONY: setup run test bench docs clean distclean check-java system-packages
 
 setup: $(STAMP) $(JARS_STAMP) system-packages
 
@@ -59,7 +59,7 @@ $(STAMP): pyproject.toml constraints.txt
 	  rm -rf "$(LLAMA_WHEELS)" && mv "$$tmp" "$(LLAMA_WHEELS)"; \
 	fi
 	$(PY) -m pip install --quiet --no-deps "$(LLAMA_WHEELS)"/*.whl
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,detoxify,llm]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,detoxify,llm,docs]'
 	touch $@
 
 # llama-cpp-python (the `llm` extra) comes from PyPI as source only: the first install on a machine
@@ -92,6 +92,10 @@ BENCH_N ?= 10000 100000
 BENCH_HEAP ?= 2g
 bench: check-java setup
 	$(PY) benchmarks/run_bench.py --n $(BENCH_N) --driver-memory $(BENCH_HEAP)
+
+# The documentation site (mkdocs.yml, docs/) into site/; --strict fails on a broken link or page.
+docs: setup
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf lake out spark-warehouse .pytest_cache bench-work

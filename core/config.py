@@ -4,7 +4,7 @@
 `instructlake.core.confload` for the loading rules (base files via `extends:`,
 `--set` overrides, errors that name the file and key). The filters' own conf
 specs (subclasses of `FilterSpec`) and the source formats come from the
-registries of the layers above (`instructlake.jobs.pipeline.load_config` passes
+registries of the layers above (`instructlake.jobs.runner.load_config` passes
 them); this module knows none of them. The default files live in `conf/`:
 `base.yaml` holds the seed's settings and `local.yaml` the local-mode overlay
 used by `make run`.

@@ -34,7 +34,7 @@ LOCAL_DEFAULTS = {
 }
 # The JVM's options in local mode. NIO keeps, per thread, a direct buffer as large as the largest
 # heap buffer that thread has read or written; Spark's task threads live on, so these caches grew
-# with the data (to about 200 MiB at 10^6 dialogues, see the README's "Performance at scale").
+# with the data (to about 200 MiB at 10^6 dialogues, see docs/performance.md).
 # Buffers above 256 KiB are freed after use instead.
 LOCAL_JAVA_OPTIONS = ["-Djdk.nio.maxCachedBufferSize=262144"]
 JAVA_OPTIONS_KEY = "spark.driver.extraJavaOptions"  # in local mode, added to these (`local_java_options`)

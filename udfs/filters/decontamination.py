@@ -70,7 +70,7 @@ BENCHMARK_FIELDS = {
 
 @dataclass
 class Benchmark:
-    """An evaluation set whose text must not appear in a pair (see `udfs.decontamination`).
+    """An evaluation set whose text must not appear in a pair (see this module).
 
     `fields` are the parts of an item that are checked, joined in this order into
     one text (default: all of the format's, `BENCHMARK_FIELDS`); `split` is the label in the item ids of

@@ -475,7 +475,7 @@ def _check_hub_files(base: str, model_name: str, tokenizer_name: str, key: str) 
         raise ScorerUnavailableError(
             f"toxicity: Detoxify builds its model on the Hugging Face config and tokenizer of {base!r}, which are not "
             f"in the local Hugging Face cache and {where}; set filters.{key}.huggingface_config_path to a folder "
-            f"holding them (config.json and tokenizer files), see README ({type(e).__name__})"
+            f"holding them (config.json and tokenizer files), see docs/filters/toxicity.md ({type(e).__name__})"
         ) from None
 
 

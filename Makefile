@@ -82,7 +82,7 @@ run: check-java setup
 	$(VENV)/bin/instructlake run --conf conf/local.yaml
 
 test: check-java setup
-	$(VENV)/bin/pytest -q tests
+	$(VENV)/bin/pytest -q --durations=15 tests
 
 # Cost against input size, instructlake against a single-process script (benchmarks/run_bench.py):
 # the data sets go to bench-data/, lakes and results.json to bench-work/. 10^6 dialogues:

@@ -16,7 +16,9 @@ def spark():
     from instructlake.core.config import SparkSettings
     from instructlake.core.session import get_spark
 
-    session = get_spark(SparkSettings(master="local[2]", shuffle_partitions=2, app_name="instructlake-tests"))
+    # One shuffle partition: the tests' tables are a few hundred rows, and each
+    # extra partition is a task whose start-up costs more than its work.
+    session = get_spark(SparkSettings(master="local[2]", shuffle_partitions=1, app_name="instructlake-tests"))
     yield session
     session.stop()
 
@@ -50,13 +52,18 @@ PARTS_ONLY = "export.formats=[json_parts]"
 NO_CODE_ARGS = [a for s in (*NO_CODE, PARTS_ONLY) for a in ("--set", s)]  # both, for the command line
 
 
-def local_conf(tmp_path: Path, *overrides: str):
-    """conf/local.yaml with the lake and output under tmp_path (the web-text and code sources off,
-    the JSON parts the only format)."""
+# The tests' conf (the cheap filters only), and the whole local conf for the tests of the model filters.
+CHEAP = REPO / "tests" / "cheap.yaml"
+LOCAL = REPO / "conf" / "local.yaml"
+
+
+def local_conf(tmp_path: Path, *overrides: str, conf: Path = CHEAP):
+    """`conf` (default: tests/cheap.yaml) with the lake and output under tmp_path (the web-text and
+    code sources off, the JSON parts the only format)."""
     from instructlake.jobs.runner import load_config
 
     return load_config(
-        REPO / "conf" / "local.yaml",
+        conf,
         [NO_WEB_TEXT, *NO_CODE, PARTS_ONLY, f"paths.lake={(tmp_path / 'lake').as_uri()}", f"paths.output={(tmp_path / 'out').as_uri()}", *overrides],
     )
 
@@ -79,7 +86,7 @@ def small_lake(spark, tmp_path_factory) -> Path:
     from instructlake.jobs.stages.pairs import run_pairs
 
     root = tmp_path_factory.mktemp("small_lake")
-    conf = local_conf(root, *SMALL_LAKE)
+    conf = local_conf(root, *SMALL_LAKE, conf=LOCAL)  # every filter: the report shows their scores
     run = RunContext()
     run_ingest(spark, conf, run)
     run_pairs(spark, conf, run)
@@ -93,6 +100,7 @@ def all_formats_export(spark, small_lake, tmp_path_factory):
     from instructlake.core.lake import RunContext
 
     out = tmp_path_factory.mktemp("all_formats")
-    conf = local_conf(small_lake, *SMALL_LAKE, *ALL_FORMATS, f"paths.output={(out / 'out').as_uri()}")
+    conf = local_conf(small_lake, *SMALL_LAKE, *ALL_FORMATS, f"paths.output={(out / 'out').as_uri()}", conf=LOCAL)
     result = run_export(spark, conf, RunContext())
     return conf, result, release_dir(out / "out")
+

@@ -4,7 +4,6 @@ pairs that share a shingle (an inverted index finds them; no MinHash)."""
 from __future__ import annotations
 
 import hashlib
-import re
 import unicodedata
 from collections import defaultdict
 

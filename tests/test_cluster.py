@@ -10,7 +10,7 @@ from pathlib import Path
 import pyspark
 import pytest
 
-from conftest import NO_CODE_ARGS, NO_WEB_TEXT, REPO, local_conf, release_dir
+from conftest import CHEAP, NO_CODE_ARGS, NO_WEB_TEXT, REPO, local_conf, release_dir
 from daemons import Daemon, free_port
 from instructlake.core import jars
 from instructlake.core.lake import RunContext
@@ -69,7 +69,7 @@ def test_pipeline_on_standalone_cluster_matches_local_mode(spark, tmp_path, clus
          "--py-files", str(wheel),
          "--conf", "spark.executor.memory=1g", "--conf", f"spark.pyspark.python={sys.executable}",
          "--conf", "spark.ui.enabled=false",
-         str(REPO / "jobs" / "pipeline.py"), "--conf", "conf/local.yaml",
+         str(REPO / "jobs" / "pipeline.py"), "--conf", str(CHEAP),
          "--set", f"paths.lake={lake}", "--set", f"paths.output={out}", "--set", NO_WEB_TEXT, *NO_CODE_ARGS],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=900,
     )

@@ -10,7 +10,7 @@ import json
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import SAMPLE, local_conf, release_dir
+from conftest import LOCAL, SAMPLE, local_conf, release_dir
 from instructlake.core.confload import ConfigError
 from instructlake.core.lake import Lake, RunContext, commit_metadata, latest_version
 from instructlake.udfs.filters.decontamination import ITEM_COLUMN, filter_decontamination, ngrams, ngrams_col, with_tokens
@@ -63,7 +63,7 @@ def squad_paragraph(k: int) -> dict:
 
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory):
-    return next(f for f in local_conf(tmp_path_factory.mktemp("conf")).filters if f.rule == "decontamination")
+    return next(f for f in local_conf(tmp_path_factory.mktemp("conf"), conf=LOCAL).filters if f.rule == "decontamination")
 
 
 # --- the pure functions --------------------------------------------------------------------
@@ -168,11 +168,11 @@ def test_bad_benchmark_file_stops_with_its_name(spark, spec, tmp_path):
 
 def test_conf_checks(tmp_path):
     with pytest.raises(ConfigError, match="task_ids: only the mbpp format"):
-        local_conf(tmp_path, "filters.decontamination.benchmarks.gsm8k.task_ids=[1, 2]")
+        local_conf(tmp_path, "filters.decontamination.benchmarks.gsm8k.task_ids=[1, 2]", conf=LOCAL)
     with pytest.raises(ConfigError, match=r"fields\[0\]: humaneval items have prompt, canonical_solution"):
-        local_conf(tmp_path, "filters.decontamination.benchmarks.humaneval.fields=[test]")
+        local_conf(tmp_path, "filters.decontamination.benchmarks.humaneval.fields=[test]", conf=LOCAL)
     with pytest.raises(ConfigError, match="duplicate benchmark name"):
-        local_conf(tmp_path, "filters.decontamination.benchmarks.mbpp.name=humaneval")
+        local_conf(tmp_path, "filters.decontamination.benchmarks.mbpp.name=humaneval", conf=LOCAL)
 
 
 # --- through the pipeline --------------------------------------------------------------------
@@ -198,6 +198,7 @@ def test_pipeline_drops_contaminated_pairs_and_records_the_benchmarks(spark, tmp
         f"sources.helpful_online.paths=[{path}]",
         "sources.helpful_rejection_sampled.enabled=false",
         "sources.red_team_attempts.enabled=false",
+        conf=LOCAL,
     )
     run_pipeline(spark, conf, RunContext())
     lake = Lake.of(conf)

@@ -11,11 +11,10 @@ import threading
 import urllib.parse
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SHARED_DATA
+from conftest import REPO
 from instructlake.core.config import CONF_DIR
 from instructlake.jobs.runner import load_config
 from instructlake.jobs.stages.fetch import Catalog, ChecksumMismatch, fetch, load_catalog, mirror_url

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import ALL_FORMATS, SMALL_LAKE, local_conf, release_dir
+from conftest import ALL_FORMATS, LOCAL, SMALL_LAKE, local_conf, release_dir
 from instructlake.jobs.stages.export import run_export
 from instructlake.jobs.stages.formats import source_quotas
 from instructlake.core.lake import Lake, RunContext
@@ -86,7 +86,7 @@ def test_split_is_deterministic_and_near_the_fraction(spark, small_lake, all_for
                             for line in (rel / f["file"]).read_text(encoding="utf-8").splitlines()}
     # another seed and order: other files, the same split
     again = local_conf(small_lake, *SMALL_LAKE, *ALL_FORMATS, "export.seed=7", "export.order=source",
-                       f"paths.output={(tmp_path / 'out').as_uri()}")
+                       f"paths.output={(tmp_path / 'out').as_uri()}", conf=LOCAL)
     rerun = run_export(spark, again, RunContext())
     assert ids(release_dir(tmp_path / "out"), rerun.manifest) == ids(release, result.manifest)
     share = result.manifest["split"]["rows"]["validation"] / result.total_rows
@@ -106,7 +106,7 @@ def test_source_quotas_caps_and_weights():
 
 def test_caps_and_weights_hold_in_the_export(spark, small_lake, tmp_path):
     def export(name, *overrides):
-        conf = local_conf(small_lake, *SMALL_LAKE, "export.formats=[jsonl]", f"paths.output={(tmp_path / name).as_uri()}", *overrides)
+        conf = local_conf(small_lake, *SMALL_LAKE, "export.formats=[jsonl]", f"paths.output={(tmp_path / name).as_uri()}", *overrides, conf=LOCAL)
         result = run_export(spark, conf, RunContext())
         rows = [json.loads(line) for f in result.manifest["files"]
                 for line in (release_dir(tmp_path / name) / f["file"]).read_text(encoding="utf-8").splitlines()]
@@ -125,7 +125,7 @@ def test_caps_and_weights_hold_in_the_export(spark, small_lake, tmp_path):
 
 
 def test_parts_only_export_writes_no_other_format(spark, small_lake, tmp_path):
-    conf = local_conf(small_lake, *SMALL_LAKE, f"paths.output={(tmp_path / 'out').as_uri()}")
+    conf = local_conf(small_lake, *SMALL_LAKE, f"paths.output={(tmp_path / 'out').as_uri()}", conf=LOCAL)
     result = run_export(spark, conf, RunContext())
     names = {p.name for p in release_dir(tmp_path / "out").iterdir()}
     assert result.manifest["formats"] == ["json_parts"] and result.manifest["files"] == []

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from delta.tables import DeltaTable
 
-from conftest import NO_CODE, NO_WEB_TEXT, REPO, SAMPLE, release_dir
+from conftest import CHEAP, NO_CODE, NO_WEB_TEXT, REPO, SAMPLE, release_dir
 
 NOTEBOOKS = ["ingest", "generate", "pairs", "export", "pipeline"]
 
@@ -88,7 +88,7 @@ def sample_overrides(tmp_path: Path) -> str:
 
 
 def test_stage_notebooks_in_order(spark, tmp_path, capsys):
-    params = {"conf": "conf/local.yaml", "overrides": sample_overrides(tmp_path)}
+    params = {"conf": str(CHEAP), "overrides": sample_overrides(tmp_path)}
     lake = tmp_path / "lake"
     run_notebook("ingest", spark, params)
     for name, rows in [("helpful_online", 300), ("helpful_rejection_sampled", 300), ("red_team_attempts", 60)]:

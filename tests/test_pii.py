@@ -9,7 +9,7 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from conftest import local_conf, release_dir
+from conftest import LOCAL, local_conf, release_dir
 from instructlake.core.confload import build
 from instructlake.core.errors import ConfigError
 from instructlake.core.lake import Lake, RunContext
@@ -106,7 +106,7 @@ def test_a_redacting_build_exports_placeholders_and_counts_them(spark, tmp_path)
         for text in (dialogue, other):
             f.write(json.dumps({"chosen": text, "rejected": text}) + "\n")
     conf = local_conf(tmp_path, "sources.helpful_rejection_sampled.enabled=false", "sources.red_team_attempts.enabled=false",
-                      f"sources.helpful_online.paths=[{raw}]", "filters.language.enabled=false")
+                      f"sources.helpful_online.paths=[{raw}]", "filters.language.enabled=false", conf=LOCAL)
     result = run_pipeline(spark, conf, RunContext())
     part = json.loads(next(release_dir(tmp_path / "out").glob("*_part1.json")).read_text())
     texts = sorted(text for _, text in part)

@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -18,7 +19,7 @@ import pytest
 from pyspark.sql import functions as F
 
 import dedup_reference
-from conftest import NO_CODE_ARGS, NO_WEB_TEXT, REPO, SAMPLE, SHARED_DATA, local_conf, release_dir
+from conftest import LOCAL, REPO, SAMPLE, SHARED_DATA, local_conf, release_dir
 from instructlake.core.lake import Lake, RunContext
 from instructlake.jobs.runner import run_pipeline
 from instructlake.udfs.pair_format import parse_pair
@@ -142,6 +143,7 @@ def real_run(spark, tmp_path_factory):
         f"sources.red_team_attempts.paths=[{red_team}]",
         "export.rows_per_part=1000",
         "filters.pii.enabled=false",  # the reference below has no PII redaction (tests/test_pii.py has)
+        conf=LOCAL,  # every filter of conf/local.yaml: the reference calls langdetect and alt-profanity-check
     )
     result = run_pipeline(spark, conf, RunContext())
     return conf, result, tmp, list(hh.values()), red_team
@@ -156,9 +158,16 @@ def read_parts(out: Path) -> list[tuple[str, list]]:
     return [(p.name, json.loads(p.read_text(encoding="utf-8"))) for p in parts]
 
 
-def test_counts_match_independent_computation(spark, real_run):
+@pytest.fixture(scope="module")
+def real_reference(real_run):
+    """The independent computation of `real_run`'s counts and kept pairs, once."""
     conf, result, tmp, hh_files, red_team = real_run
-    want_reasons, _ = reference(hh_files, red_team)
+    return reference(hh_files, red_team)
+
+
+def test_counts_match_independent_computation(spark, real_run, real_reference):
+    conf, result, tmp, hh_files, red_team = real_run
+    want_reasons, _ = real_reference
     got = Counter({(s, r): n for s, r, n in result.pairs.counts})
     assert got == want_reasons
     assert sum(n for (s, _), n in got.items() if s == "hh_helpful") == 3886
@@ -171,9 +180,9 @@ def test_counts_match_independent_computation(spark, real_run):
     assert rating["rows"] == sum(n for (s, r), n in want_reasons.items() if s == "hh_harmless" and r and r.startswith("red_team_rating"))
 
 
-def test_every_exported_pair_round_trips(real_run):
+def test_every_exported_pair_round_trips(real_run, real_reference):
     conf, result, tmp, hh_files, red_team = real_run
-    _, want_kept = reference(hh_files, red_team)
+    _, want_kept = real_reference
     parts = read_parts(tmp / "out")
     got = Counter()
     for name, elements in parts:
@@ -279,12 +288,14 @@ def test_rerun_is_byte_identical_and_adds_nothing(spark, real_run):
     assert [p["sha256"] for p in again.export.parts] == [p["sha256"] for p in result.export.parts]
     # A conf change recomputes the pairs (a new version); exporting the first version by
     # time travel still gives the first bytes.
-    changed = run_pairs(spark, local_conf(tmp, f"paths.lake={conf.paths.lake}", "filters.response_length.min_chars=50"))
+    # (on a copy of the lake, which the other tests of the module share)
+    shutil.copytree(tmp / "lake", tmp / "copy" / "lake")
+    changed = run_pairs(spark, local_conf(tmp / "copy", "filters.response_length.min_chars=50"))
     assert changed.version > result.pairs.version and changed.counts != result.pairs.counts
-    old = run_export(spark, conf, RunContext(), as_of_version=result.pairs.version)
+    old = run_export(spark, local_conf(tmp / "copy", "export.rows_per_part=1000", conf=LOCAL), RunContext(),
+                     as_of_version=result.pairs.version)
     assert old.pairs_version == result.pairs.version and old.manifest["tables"]["pairs"]["version"] == result.pairs.version
-    assert part_bytes(tmp / "out") == before
-    assert run_pairs(spark, conf).counts == result.pairs.counts  # back to the conf of the fixture
+    assert part_bytes(tmp / "copy" / "out") == before
 
 
 def test_export_num_parts_and_source_order(spark, real_run):
@@ -337,34 +348,12 @@ def test_cli_reports_conf_errors_without_spark(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_each_job_runs_under_spark_submit(spark, tmp_path):
-    """`spark-submit jobs/<stage>.py` for each stage gives the same bytes as the in-process pipeline."""
-    import os
-
-    from instructlake.core import jars
-
-    in_process = local_conf(tmp_path / "a")
-    run_pipeline(spark, in_process, RunContext())
-    submit = Path(sys.executable).parent / "spark-submit"
-    sets = ["--set", f"paths.lake={(tmp_path / 'b' / 'lake').as_uri()}", "--set", f"paths.output={(tmp_path / 'b' / 'out').as_uri()}",
-            "--set", NO_WEB_TEXT, *NO_CODE_ARGS]
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYSPARK_PYTHON": sys.executable,
-        "SPARK_LOCAL_IP": "127.0.0.1",
-    }
-    for stage in ("ingest", "pairs", "export"):
-        proc = subprocess.run(
-            [str(submit), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
-             "--jars", ",".join(str(p) for p in jars.cached_jars()),
-             str(REPO / "jobs" / f"{stage}.py"), "--conf", str(REPO / "conf" / "local.yaml"), *sets],
-            capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        # spark-submit sends the Python driver's stderr to its own stdout.
-        assert f"[{stage}]" in proc.stdout
-    assert "hh_helpful" in proc.stdout and "dropped by stage" in proc.stdout
-    a = part_bytes(tmp_path / "a" / "out")
-    b = part_bytes(tmp_path / "b" / "out")
-    assert a and a == b
+@pytest.mark.parametrize("script,stage", [("ingest", "ingest"), ("generate", "generate"), ("pairs", "pairs"),
+                                          ("export", "export"), ("pipeline", "run")])
+def test_each_job_script_is_its_stage_of_the_cli(script, stage):
+    """`spark-submit jobs/<script>.py ARGS` runs `instructlake <stage> ARGS` (the scripts under a real
+    spark-submit: jobs/pipeline.py in tests/test_cluster.py)."""
+    proc = subprocess.run([sys.executable, str(REPO / "jobs" / f"{script}.py"), "--help"], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[:3] == ["usage:", "instructlake", stage] and "--conf CONF" in proc.stdout

@@ -2,7 +2,6 @@
 and the host is checked afterwards (no process left, no file touched, nothing connected)."""
 from __future__ import annotations
 
-import os
 import socket
 import uuid
 from pathlib import Path

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from conftest import local_conf
+from conftest import LOCAL, local_conf
 from instructlake.core.config import Normalization
 from instructlake.udfs.text import normalize, normalized_col
 
@@ -32,6 +32,6 @@ def test_the_spark_form_is_the_pure_function(spark):
 
 
 def test_dedup_and_decontamination_normalize_alike(tmp_path):
-    conf = local_conf(tmp_path)
+    conf = local_conf(tmp_path, conf=LOCAL)
     decontamination = next(f for f in conf.filters if f.rule == "decontamination")
     assert conf.dedup.normalization == decontamination.normalization == Normalization()

@@ -368,7 +368,10 @@ class CodeSandbox:
 class CodeGeneration:
     """New Python functions written by the LLM (label `label`): a few-shot prompt of tasks from the
     TRAIN split of the mbpp source `examples_source`, `count` generations (0: none). Nothing is
-    generated while that source is not enabled (the generate stage says so)."""
+    generated while that source is not enabled (the generate stage says so). Each generation's
+    prompt ends with a task seed, the first words of its task (`task_seeds`); a generated function
+    whose task is a near duplicate of an MBPP task of that source or of an earlier kept generated
+    function is dropped (`near_duplicate_threshold`)."""
 
     count: int = field(default=0, metadata={"min": 0})
     examples_source: Optional[str] = None
@@ -378,11 +381,20 @@ class CodeGeneration:
     example_tests: int = field(default=3, metadata={"min": 1})  # asserts shown per example (the model writes as many)
     seed: int = 0
     max_tokens: int = field(default=320, metadata={"min": 16})
+    # A file of task seeds, one a line, for the prompt's `{task_seed}`: generation i gets one by a
+    # seeded hash, every line once before any line again. Null: no seed (the placeholder is empty).
+    task_seeds: Optional[str] = "conf/prompts/python_task_seeds.txt"
+    # Jaccard similarity of the word shingles of two normalized tasks at which the later one is a
+    # near duplicate (`near_duplicate_of:<label>/<id>`). Null: none is dropped as such.
+    near_duplicate_threshold: Optional[float] = field(default=0.6, metadata={"min": 0.01, "max": 1})
+    near_duplicate_shingle_words: int = field(default=3, metadata={"min": 1})  # words per shingle of a task
 
     def validate(self) -> None:
         check_name("label", self.label)
         if self.count and not self.examples_source:
             raise ConfigError("examples_source", "name the mbpp source whose train split gives the examples")
+        if self.task_seeds is not None and not self.task_seeds.strip():
+            raise ConfigError("task_seeds", "name a file of task seeds, or null for none")
 
 
 @dataclass

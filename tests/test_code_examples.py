@@ -112,7 +112,10 @@ def test_conala_and_generated_functions_reach_the_parts(spark, code_runs):
     generated = pairs.where(F.col("source") == "python_code").collect()
     assert len(generated) == 3 and first.code.generations == 3 and first.code.calls == 3
     assert {reason_kind(r["drop_reason"]) for r in generated} <= {None, "duplicate_of", "near_duplicate_of", "no_task", "no_code", "no_function", "no_tests", "generation_failed",
-                                                      "exec_failed", "exec_error", "exec_timeout", "exec_killed"}
+                                                      "exec_failed", "exec_error", "exec_timeout", "exec_killed", "near_duplicate_of"}
+    # Each generation's prompt ends with its own task seed, and its task starts with the seed's words.
+    functions = spark.read.format("delta").load(Lake.of(conf).code_functions).collect()
+    assert len({r["task_seed"] for r in functions}) == 3 and all(r["task"].startswith(r["task_seed"]) for r in functions if r["task"])
     assert first.export.manifest["code_execution"]["sandbox"] == "bwrap" and first.export.manifest["code_execution"]["weaker"] is False
 
 

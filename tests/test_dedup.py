@@ -195,6 +195,7 @@ def test_spark_near_dedup_equals_the_exact_jaccard_reference(spark, shared_data,
     order = [s.name for s in conf.enabled_sources]
     df = spark.createDataFrame(rows, "source_name string, source_file string, row_index long, item string, source string, "
                                "instruction string, response string, pair_id string, drop_reason string")
+    df = df.withColumn("drop_stage", F.lit(None).cast("string"))
     got = {(r["source_name"], r["row_index"]): r["drop_reason"] for r in dedup_reasons(df, conf).collect()}
     for r in rows:
         r["key"] = (order.index(r["source_name"]), r["pair_id"], r["source_file"], r["row_index"], "")

@@ -51,14 +51,13 @@ from pyspark.sql import functions as F
 from instructlake.core.config import Config, DedupSettings
 from instructlake.core.lake import Lake, commit_info, commit_metadata, key_match, latest_version
 from instructlake.jobs.sources.base import KEYS
-from instructlake.udfs.filters import DROP_REASON, DROP_STAGE, applies_to, reason_kind
+from instructlake.udfs.filters import DROP_REASON, DROP_STAGE, applies_to
 from instructlake.udfs.text import normalized_col
 
 log = logging.getLogger("instructlake.dedup")
 
 DUPLICATE = "duplicate_of"
 NEAR_DUPLICATE = "near_duplicate_of"
-KINDS = (DUPLICATE, NEAR_DUPLICATE)
 STAGE = "dedup"
 HASH_FEATURES = 1 << 24  # shingles are hashed to this many indices before min-hashing
 
@@ -136,10 +135,10 @@ def dedup_reasons(pairs: DataFrame, conf: Config, cached: list | None = None) ->
     """
     spec = conf.dedup
     if not spec.enabled:  # only the reasons of an earlier dedup are cleared
-        return pairs.where(reason_kind(F.col(DROP_REASON)).isin(*KINDS)).select(
+        return pairs.where((F.col(DROP_STAGE) == STAGE)).select(
             *KEYS, F.col(DROP_REASON).alias("_current"), F.lit(None).cast("string").alias(DROP_REASON)
         )
-    base = pairs.where(F.col(DROP_REASON).isNull() | reason_kind(F.col(DROP_REASON)).isin(*KINDS)).select(
+    base = pairs.where(F.col(DROP_REASON).isNull() | (F.col(DROP_STAGE) == STAGE)).select(
         *KEYS, "source", "pair_id", F.col(DROP_REASON).alias("_current"),
         normalized_col(F.col("instruction"), spec.normalization).alias("_ni"),
         normalized_col(F.col("response"), spec.normalization).alias("_nr"),

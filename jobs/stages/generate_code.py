@@ -8,11 +8,19 @@ question-answer step. It writes two Delta tables:
   `python_code`). Generation `i` gets a few-shot prompt
   (`code.generate.prompt`) of `code.generate.examples` tasks of the TRAIN
   split of the mbpp source `code.generate.examples_source`, picked by a seeded
-  hash of (seed, i, task_id), so the prompts differ and are reproducible.
-  The model's completion goes through the cache of model calls (the QA step's,
-  `instructlake.core.cache`: a call is never made twice) and is cut into task,
-  code and tests by `instructlake.udfs.codegen.parse_function`; an unusable
-  completion is kept with its `parse_error`.
+  hash of (seed, i, task_id), and a task seed: a line of
+  `code.generate.task_seeds` (the first words of a task, e.g. "Write a
+  function to count the vowels in"), in a seeded hash order that uses every
+  line once before any line again (`instructlake.udfs.codegen.task_seed`),
+  filled into the prompt's `{task_seed}`. The same conf gives the same
+  prompts. When the prompt ends with `{task_seed}` the model continues the
+  seed's words, and the task is the seed followed by the completion. The
+  model's completion goes through the cache of model calls (the QA step's,
+  `instructlake.core.cache`: a call is never made twice) and is cut into
+  task, code and tests by `instructlake.udfs.codegen.parse_function`; an
+  unusable completion is kept with its `parse_error`. Columns: `gen_index`,
+  `example_task_ids`, `task_seed` (null without one), `prompt_key`, `completion`,
+  `generation_error`, `task`, `code`, `tests`, `parse_error`, `exec_key`.
 - `<lake>/silver/executions`: one row per program run, keyed by `key` =
   sha256(code, tests, sandbox settings)
   (`instructlake.jobs.sources.code.exec_key_col`), with `status` (passed,
@@ -28,12 +36,19 @@ question-answer step. It writes two Delta tables:
 The pairs stage takes the generated functions as candidates of their own
 label (`generated_candidates`): drop reasons `generation_failed`
 (`generation`), the parse errors (`parse`), `not_executed` and
-`exec_<status>` for every status but `passed` (`execution`).
+`exec_<status>` for every status but `passed` (`execution`), then
+`near_duplicate_of:<label>/<id>` (`code_near_duplicates`) for a function
+that passed but whose task is a near duplicate
+(`code.generate.near_duplicate_threshold`, Jaccard similarity of word
+shingles of the normalized tasks) of a task of the mbpp source (`mbpp/17`:
+its `task_id`) or of an earlier generated function that passed
+(`python_code/3`: its `gen_index`). Its own reason kind keeps it out of the
+dedup step, which recomputes every row whose reason is `duplicate_of` or
+`near_duplicate_of`.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import time
 from collections import Counter
@@ -46,6 +61,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
+from instructlake.core import storage
 from instructlake.core.cache import CacheStats, CachedStep, run_cached
 from instructlake.core.config import Config, Source
 from instructlake.core.errors import GenerationError
@@ -57,7 +73,10 @@ from instructlake.jobs.sources.code import (
 )
 from instructlake.jobs.sources.mbpp import mbpp_split_col
 from instructlake.jobs.stages.generate_qa import ModelCalls, cached_generate, read_prompt
-from instructlake.udfs.codegen import STOP, example_text, parse_function
+from instructlake.udfs.codegen import (
+    STOP, TASK_SEED, example_text, function_prompt, near_duplicates, parse_function, pick_examples, seed_starts_task, task_seed,
+    task_seed_lines, task_shingles,
+)
 from instructlake.udfs.llm import call_key, model_id, params_json, sampling_params
 from instructlake.udfs.sandbox import EXEC_SCHEMA, SandboxUnavailableError, execute_udf, run_program
 
@@ -65,6 +84,8 @@ log = logging.getLogger("instructlake.generate")
 
 GENERATED_FORMAT = "generated_code"
 GENERATED_ITEM = "generated"
+NEAR_DUPLICATE_TASK = "near_duplicate_of"  # the drop reason's kind: near_duplicate_of:<label>/<id>
+NEAR_DUPLICATE_STAGE = "code_near_duplicates"
 
 
 @dataclass
@@ -138,20 +159,36 @@ def run_executions(spark, conf: Config, lake: Lake, run: RunContext, wanted: Dat
 
 # --- generated functions ------------------------------------------------------
 
-def _prompts(spark, conf: Config, lake: Lake, source: Source, template: str) -> list[tuple[int, list[int], str]]:
-    """(generation index, example task ids, prompt) for each generation; the examples are TRAIN tasks
-    of the mbpp source, in the order of sha256(seed:index:task_id)."""
+def read_task_seeds(spark, conf: Config) -> list[str]:
+    """The task seeds of `code.generate.task_seeds` ([] when it is null). A relative path is looked
+    up in the working folder, then in the package (`conf/prompts/`)."""
+    path = conf.code.generate.task_seeds
+    if path is None:
+        return []
+    try:
+        text = storage.read_text(spark, storage.resolve(storage.find_file(path)))
+    except Exception as e:  # noqa: BLE001 - a missing file or an unreadable URI: one clear line
+        raise GenerationError(f"code.generate.task_seeds: cannot read {path!r} ({type(e).__name__}: {e})") from None
+    seeds = task_seed_lines(text)
+    if not seeds:
+        raise GenerationError(f"code.generate.task_seeds: {path} holds no seed (set it to null for none)")
+    return seeds
+
+
+def _prompts(spark, conf: Config, lake: Lake, source: Source, template: str, seeds: list[str]) -> list[tuple[int, list[int], str, str]]:
+    """(generation index, example task ids, task seed, prompt) for each generation: the examples are
+    TRAIN tasks of the mbpp source (`pick_examples`), the seed a line of `seeds` (`task_seed`)."""
     gen = conf.code.generate
     bronze, _ = read_version(spark, lake.bronze(source.name))
-    train = bronze.where(mbpp_split_col(F.col("task_id")) == "train").select("task_id", "text", "code", "test_list").collect()
+    train = {r["task_id"]: r for r in bronze.where(mbpp_split_col(F.col("task_id")) == "train").select("task_id", "text", "code", "test_list").collect()}
     if not train:
         raise GenerationError(f"code.generate.examples_source: the mbpp source {source.name!r} has no train-split task (task_id 601-974)")
     out = []
     for i in range(gen.count):
-        rank = lambda r: hashlib.sha256(f"{gen.seed}:{i}:{r['task_id']}".encode()).hexdigest()  # noqa: E731
-        examples = sorted(train, key=rank)[: gen.examples]
-        text = "".join(example_text(r["text"], r["code"], list(r["test_list"])[: gen.example_tests]) for r in examples)
-        out.append((i, [r["task_id"] for r in examples], template.replace("{examples}", text, 1)))
+        task_ids = pick_examples(list(train), gen.seed, i, gen.examples)
+        text = "".join(example_text(train[t]["text"], train[t]["code"], list(train[t]["test_list"])[: gen.example_tests]) for t in task_ids)
+        seed = task_seed(seeds, gen.seed, i)
+        out.append((i, task_ids, seed, function_prompt(template, text, seed)))
     return out
 
 
@@ -164,22 +201,31 @@ def _parse(completions: pd.Series) -> pd.DataFrame:
 def build_functions(spark, conf: Config, lake: Lake, run: RunContext, source: Source, result: CodeResult) -> DataFrame:
     """The code_functions table (not yet written) for `code.generate.count` generations."""
     gen = conf.code.generate
-    template = read_prompt(spark, gen.prompt, "code.generate.prompt", {"examples"})
+    template = read_prompt(spark, gen.prompt, "code.generate.prompt", {"examples", TASK_SEED})
+    seeds = read_task_seeds(spark, conf)
+    if seeds and "{" + TASK_SEED + "}" not in template:
+        log.warning("functions: code.generate.task_seeds is set but %s has no {%s}: no seed is used", gen.prompt, TASK_SEED)
+        seeds = []
     model = model_id(conf.llm)
     llm = dataclasses.replace(conf.llm, max_tokens=gen.max_tokens)
     rows = []
-    for i, task_ids, prompt in _prompts(spark, conf, lake, source, template):
+    for i, task_ids, seed, prompt in _prompts(spark, conf, lake, source, template, seeds):
         params = params_json(sampling_params(llm, conf.llm.seed + i, STOP))
-        rows.append((i, task_ids, prompt, params, call_key(prompt, model, params)))
-    requests = spark.createDataFrame(rows, "gen_index long, example_task_ids array<bigint>, prompt string, params string, key string")
+        rows.append((i, task_ids, seed, prompt, params, call_key(prompt, model, params)))
+    requests = spark.createDataFrame(
+        rows, "gen_index long, example_task_ids array<bigint>, task_seed string, prompt string, params string, key string",
+    )
     answers = cached_generate(
         spark, conf, lake, run,
         requests.select("key", "prompt", "params", F.lit(0).alias("_group"), F.col("gen_index").alias("_order")),
         "functions", model, result.llm,
     )
-    df = requests.join(answers, "key", "left").withColumn("_p", _parse(F.col("completion")))
+    # A prompt ending with the seed has the task's first words in the prompt, not in the completion.
+    text = F.concat(F.col("task_seed"), F.col("completion")) if seed_starts_task(template) else F.col("completion")
+    df = requests.join(answers, "key", "left").withColumn("_p", _parse(text))
     df = df.select(
-        "gen_index", "example_task_ids", F.col("key").alias("prompt_key"), "completion",
+        "gen_index", "example_task_ids", F.when(F.col("task_seed") != "", F.col("task_seed")).alias("task_seed"),
+        F.col("key").alias("prompt_key"), "completion",
         F.col("error").alias("generation_error"), "_p.task", "_p.code", "_p.tests",
         F.when(F.col("error").isNotNull(), F.lit("generation_failed")).otherwise(F.col("_p.parse_error")).alias("parse_error"),
     )
@@ -231,16 +277,42 @@ def _function_counts(spark, conf: Config, lake: Lake, functions: DataFrame, exec
 
 
 def code_versions(spark, conf: Config, lake: Lake) -> Optional[dict]:
-    """The versions of the code tables the pairs read, when a code table can exist."""
+    """The versions of the code tables the pairs read, when a code table can exist, and with
+    generated functions the near-duplicate settings (`near_duplicates`): the pairs stage looks at
+    the candidates again when any of them changes."""
     if not sources_made(conf, "programs") and generation_source(conf) is None:
         return None
-    return {
+    versions: dict = {
         name: latest_version(spark, uri) if is_delta(spark, uri) else None
         for name, uri in (("executions", lake.executions), ("code_functions", lake.code_functions))
     }
+    if generation_source(conf) is not None:
+        gen = conf.code.generate
+        versions["near_duplicates"] = [gen.near_duplicate_threshold, gen.near_duplicate_shingle_words]
+    return versions
 
 
 # --- candidates ---------------------------------------------------------------
+
+def near_duplicate_tasks(spark, conf: Config, lake: Lake, source: Source, functions: DataFrame) -> Optional[DataFrame]:
+    """(gen_index, `_near`): the generated functions of `functions` (columns `gen_index`, `task`)
+    whose task is a near duplicate of a task of the mbpp `source` or of an earlier one of
+    `functions`, with the reason naming the first match: `near_duplicate_of:<label>/<task_id>`
+    (an MBPP task; those come first, by task_id) or `near_duplicate_of:<label>/<gen_index>`.
+    None when `code.generate.near_duplicate_threshold` is null. Tasks are compared normalized by
+    `dedup.normalization` (`instructlake.udfs.codegen.near_duplicates`)."""
+    gen = conf.code.generate
+    if gen.near_duplicate_threshold is None:
+        return None
+    bronze, _ = read_version(spark, lake.bronze(source.name))
+    references = [(f"{source.label}/{r['task_id']}", r["text"]) for r in bronze.select("task_id", "text").orderBy("task_id").collect()]
+    generated = [(r["gen_index"], r["task"]) for r in functions.select("gen_index", "task").orderBy("gen_index").collect()]
+    names = [name for name, _ in references] + [f"{gen.label}/{i}" for i, _ in generated]
+    shingles = [task_shingles(text, gen.near_duplicate_shingle_words, conf.dedup.normalization) for _, text in references + generated]
+    matches = near_duplicates(shingles, gen.near_duplicate_threshold, first=len(references))[len(references):]
+    rows = [(i, f"{NEAR_DUPLICATE_TASK}:{names[m]}") for (i, _), m in zip(generated, matches) if m is not None]
+    return spark.createDataFrame(rows, "gen_index long, _near string")
+
 
 def generated_candidates(spark, conf: Config, lake: Lake, versions: Optional[dict]) -> Optional[DataFrame]:
     """The generated functions as candidate pairs of their label (None when there are none)."""
@@ -251,8 +323,14 @@ def generated_candidates(spark, conf: Config, lake: Lake, versions: Optional[dic
     functions, _ = read_version(spark, lake.code_functions, versions["code_functions"])
     execs = executions_at(spark, lake, versions.get("executions")).withColumnRenamed("key", "exec_key")
     df = functions.join(execs, "exec_key", "left").withColumn("_reason", F.coalesce(F.col("parse_error"), exec_reason(F.col("exec_status"))))
+    # Only functions that passed their tests take part: a later passing one is kept when an
+    # earlier one of its task failed.
+    near = near_duplicate_tasks(spark, conf, lake, source, df.where(F.col("_reason").isNull()))
+    df = df.join(near, "gen_index", "left") if near is not None else df.withColumn("_near", F.lit(None).cast("string"))
+    df = df.withColumn("_reason", F.coalesce("_reason", "_near"))
     stage = (F.when(F.col("parse_error") == "generation_failed", F.lit("generation"))
-             .when(F.col("parse_error").isNotNull(), F.lit("parse")).otherwise(F.lit(EXECUTION)))
+             .when(F.col("parse_error").isNotNull(), F.lit("parse"))
+             .when(F.col("_near").isNotNull(), F.lit(NEAR_DUPLICATE_STAGE)).otherwise(F.lit(EXECUTION)))
     return candidate_rows(
         source, df, label=conf.code.generate.label, source_format=GENERATED_FORMAT,
         source_file=F.lit(lake.code_functions), row_index=F.col("gen_index"), item=F.lit(GENERATED_ITEM),
@@ -264,4 +342,4 @@ def generated_candidates(spark, conf: Config, lake: Lake, versions: Optional[dic
     )
 
 
-GENERATED_STAGES = ("generation", "parse", EXECUTION)  # the drop stages of a generated function
+GENERATED_STAGES = ("generation", "parse", EXECUTION, NEAR_DUPLICATE_STAGE)  # the drop stages of a generated function

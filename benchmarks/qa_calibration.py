@@ -1,25 +1,43 @@
-"""Calibrate the question-answer evaluations (udfs/qa_checks.py) on human data, and measure them on
-the model's generations.
+"""Calibrate the question-answer checks (udfs/qa_checks.py) on human data with planted wrong answers.
 
-Prints, for each check, the share of SQuAD v1.1's human-written question-answer pairs it accepts
-(each check on its own, the question's type being its first interrogative word), the share of the
-generated pairs of a lake's `silver/qa` table it accepts, and how the generated pairs ended
-(kept, or their drop reason after duplicates and the balance across types).
+Every question of SQuAD v1.1's dev halves whose type the checks recognize is
+asked four times: with its human answer (right), and with three planted
+wrong answers, each made of the paragraph's own words, the way a small
+model's wrong answers look:
 
-    # SQuAD only (the shared data's two dev halves by default):
-    .venv/bin/python benchmarks/qa_calibration.py
-    # and the generations of an existing lake:
+- `other_answer`: the answer of another question on the same paragraph (one
+  sharing no word with the right answer);
+- `same_kind`: a span of the paragraph of the kind the question asks for (a
+  date for a when-question, a number for how-many, a capitalized name for a
+  who-question, a place after "in"/"at"/"from" for a where-question), where the
+  paragraph has one other than the right answer;
+- `same_sentence`: a run of the right answer's own sentence, as long as the
+  right answer, sharing no word with it.
+
+It prints, for each check on its own and for all checks together, the share
+of each set it accepts; the trade-off of the location and question-grounding
+thresholds (all checks together); whether the target holds on the
+`other_answer` set (all checks accept at most 25% of the wrong answers and at
+least 80% of the right ones); and, with `--verify N`, the model-based
+verification of the conf (`qa.verify`) on N right and N `other_answer` pairs,
+run with the conf's model.
+
+    .venv/bin/python benchmarks/qa_calibration.py [--write conf/qa_calibration.json]
+    .venv/bin/python benchmarks/qa_calibration.py --verify 60 --set 'qa.verify.methods=[roundtrip, judge]'
+    # and the generations of an existing lake, or of a fresh one from N paragraphs of a web-text file:
     .venv/bin/python benchmarks/qa_calibration.py --lake lake
-    # or generate first, into a fresh lake, from N paragraphs of a web-text file:
-    .venv/bin/python benchmarks/qa_calibration.py --generate-from ../shared/data/wikitext/wikitext-2-raw/wiki.test.raw --paragraphs 20
+    .venv/bin/python benchmarks/qa_calibration.py --generate-from ../shared/data/wikitext/wikitext-103-raw/wiki.valid.raw --paragraphs 50
 
 Thresholds come from the conf (`qa.checks`, default conf/local.yaml); `--set` overrides as on the CLI.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import random
+import re
 import sys
 import tempfile
 import time
@@ -31,128 +49,246 @@ sys.path.insert(0, str(REPO))
 
 SHARED = Path(os.environ.get("INSTRUCTLAKE_SHARED_DATA", REPO.parent / "shared" / "data"))
 DEFAULT_SQUAD = [SHARED / "squad" / "v1.1-dev-halves" / "dev-v1.1.json", SHARED / "squad" / "v1.1-dev-halves" / "test-v1.1.json"]
+SETS = ("right", "other_answer", "same_kind", "same_sentence")
+TARGET_WRONG, TARGET_RIGHT = 0.25, 0.80
+LOCATION_STEPS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+QUESTION_STEPS = (0.0, 0.25, 0.5, 0.75)
+
+_MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
+KIND_SPANS = {
+    "time": re.compile(
+        rf"\b(?:(?:{_MONTHS})(?: \d{{1,2}})?,? \d{{3,4}}|\d{{1,2}} (?:{_MONTHS}) \d{{3,4}}|(?:{_MONTHS}) \d{{1,2}}"
+        r"|the \d{1,2}(?:st|nd|rd|th) century|\d{3,4}s?)\b"
+    ),
+    "quantity": re.compile(
+        r"\b\d[\d,.]*(?: (?:million|billion|thousand|hundred|percent))?\b"
+        r"|\b(?:two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|hundred)\b"
+    ),
+    "who": re.compile(r"\b[A-Z][\w'\-]+(?: (?:of |de |van |von )?[A-Z][\w'\-]+)+\b"),
+    "where": re.compile(r"\b(?:in|at|from|near) ((?:the )?[A-Z][\w'\-]+(?: (?:of )?[A-Z][\w'\-]+)*)\b"),
+}
 
 
-def accepted_shares(rows, checks) -> tuple[dict[str, float], float, int]:
-    """({check: share accepted}, share accepted by all, rows) for (qa_type, question, answer, paragraph) rows."""
-    from instructlake.udfs.qa_checks import CHECKS, check_results, score_qa
-
-    passed, all_pass, n = Counter(), 0, 0
-    for qa_type, question, answer, paragraph in rows:
-        results = check_results(score_qa(qa_type, question, answer, paragraph), qa_type, checks)
-        for check in CHECKS:
-            passed[check] += results[check] is None
-        all_pass += all(r is None for r in results.values())
-        n += 1
-    return {c: passed[c] / n if n else 0.0 for c in CHECKS}, (all_pass / n if n else 0.0), n
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    question: str
+    answer: str
+    paragraph: str
 
 
-def squad_rows(paths):
+def squad_questions(paths) -> list[dict]:
+    from instructlake.udfs.qa_checks import question_type
     from instructlake.udfs.webtext import squad_qas
 
-    for path in paths:
-        for qa in squad_qas(Path(path).read_text(encoding="utf-8")):
-            yield None, qa["question"], qa["answers"][0], qa["context"]
+    return [qa for path in paths for qa in squad_qas(Path(path).read_text(encoding="utf-8"))
+            if question_type(qa["question"])[0] is not None]
 
 
-def lead_shares(paths) -> dict[str, float]:
-    """Where SQuAD's questions put their interrogative word: the share with at most N words before it."""
-    from instructlake.udfs.qa_checks import question_type
+def _shares_words(a: str, b: str) -> bool:
+    from instructlake.udfs.qa_checks import tokens
 
-    leads = [question_type(q)[1] for _, q, _, _ in squad_rows(paths)]
-    n = len(leads)
-    out = {f"<= {k} words before": sum(1 for x in leads if x is not None and x <= k) / n for k in (0, 1, 3)}
-    out["anywhere"] = sum(1 for x in leads if x is not None) / n
+    return bool(set(tokens(a)) & set(tokens(b)))
+
+
+def same_kind_answer(question: str, right: str, paragraph: str, rng: random.Random):
+    from instructlake.udfs.qa_checks import asked_kind
+
+    pattern = KIND_SPANS.get(asked_kind(None, question) or "")
+    if pattern is None:
+        return None
+    found = sorted({m.group(m.lastindex or 0) for m in pattern.finditer(paragraph)} - {right})
+    found = [f for f in found if not _shares_words(f, right) and not _shares_words(f, question)]
+    return rng.choice(found) if found else None
+
+
+def same_sentence_answer(right: str, paragraph: str, rng: random.Random):
+    from instructlake.udfs.qa_checks import STOP_WORDS, normalize, sentences
+
+    words = normalize(right).split()
+    holding = [s for s in sentences(paragraph) if f" {normalize(right)} " in f" {normalize(s)} "]
+    if not holding or not words:
+        return None
+    sentence = holding[0].split()
+    size = len(right.split())
+    spans = [
+        " ".join(sentence[i : i + size]) for i in range(len(sentence) - size + 1)
+        if not _shares_words(" ".join(sentence[i : i + size]), right)
+        and normalize(sentence[i]) not in STOP_WORDS and normalize(sentence[i + size - 1]) not in STOP_WORDS
+        and normalize(" ".join(sentence[i : i + size]))
+    ]
+    return rng.choice(spans).strip(".,;:") if spans else None
+
+
+def planted(questions: list[dict], seed: int = 0) -> dict[str, list[Pair]]:
+    """{set: pairs}: every question with its right answer and each kind of planted wrong answer it has."""
+    rng = random.Random(seed)
+    by_paragraph: dict[str, list[dict]] = {}
+    for qa in questions:
+        by_paragraph.setdefault(qa["context"], []).append(qa)
+    out: dict[str, list[Pair]] = {s: [] for s in SETS}
+    for paragraph, group in by_paragraph.items():
+        for qa in group:
+            q, right = qa["question"], qa["answers"][0]
+            out["right"].append(Pair(q, right, paragraph))
+            others = sorted({o["answers"][0] for o in group if not _shares_words(o["answers"][0], right)})
+            wrong = {
+                "other_answer": rng.choice(others) if others else None,
+                "same_kind": same_kind_answer(q, right, paragraph, rng),
+                "same_sentence": same_sentence_answer(right, paragraph, rng),
+            }
+            for name, answer in wrong.items():
+                if answer:
+                    out[name].append(Pair(q, answer, paragraph))
+    return out
+
+
+def check_table(sets: dict[str, list[Pair]], checks) -> tuple[dict[str, dict[str, float]], dict[str, list[dict]]]:
+    """({set: {check or "all checks": share accepted}}, {set: per-pair check results})."""
+    from instructlake.udfs.qa_checks import CHECKS, check_results, score_qa
+
+    shares, results = {}, {}
+    for name, pairs in sets.items():
+        rows = [check_results(score_qa(None, p.question, p.answer, p.paragraph), None, checks) for p in pairs]
+        n = max(len(rows), 1)
+        shares[name] = {c: sum(r[c] is None for r in rows) / n for c in CHECKS}
+        shares[name]["all checks"] = sum(all(v is None for v in r.values()) for r in rows) / n
+        results[name] = rows
+    return shares, results
+
+
+def tradeoff(sets: dict[str, list[Pair]], checks, key: str, steps) -> list[tuple[float, dict[str, float]]]:
+    """All checks' acceptance per set with `checks.<key>` set to each step."""
+    return [(step, check_table(sets, dataclasses.replace(checks, **{key: step}))[0]) for step in steps]
+
+
+def aligned(rows: list[tuple], right: int = 1) -> list[str]:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for k, r in enumerate(rows):
+        cells = [f"{str(v):<{w}}" if i < right else f"{str(v):>{w}}" for i, (v, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(cells).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return lines
+
+
+def verify_shares(conf, sets: dict[str, list[Pair]], n: int, seed: int = 0) -> dict[str, float]:
+    """The share of n right and n `other_answer` pairs that `qa.verify` accepts, run with the conf's model."""
+    from instructlake.core.storage import find_file
+    from instructlake.udfs.llm import get_backend, runtime, sampling_params
+    from instructlake.udfs.qa_verify import verify_pair
+
+    verify = conf.qa.verify
+    backend = get_backend(runtime(conf.llm))
+    prompts = {m: Path(find_file(getattr(verify, f"{m}_prompt"))).read_text(encoding="utf-8").rstrip("\n") for m in verify.methods}
+    params = sampling_params(conf.llm, conf.llm.seed, ["\n"])
+    rng = random.Random(seed)
+    out = {}
+    for name in ("right", "other_answer"):
+        sample = rng.sample(sets[name], min(n, len(sets[name])))
+        kept = [verify_pair(backend, verify, prompts, p.question, p.answer, p.paragraph, params) is None for p in sample]
+        out[name] = sum(kept) / max(len(kept), 1)
     return out
 
 
 def generate(conf_path, overrides, source_file: Path, paragraphs: int, lake: str):
     """Ingest `source_file` as the only web_text source and run the generate stage on `paragraphs` paragraphs."""
+    from instructlake.core.lake import RunContext
+    from instructlake.core.session import get_spark
     from instructlake.jobs.runner import load_config
     from instructlake.jobs.stages.generate_qa import run_generate
     from instructlake.jobs.stages.ingest import run_ingest
-    from instructlake.core.lake import RunContext
-    from instructlake.core.session import get_spark
 
     conf = load_config(conf_path, [
         f"paths.lake={lake}",
         *[f"sources.{s}.enabled=false" for s in ("helpful_online", "helpful_rejection_sampled", "red_team_attempts")],
         "sources.wikitext.enabled=true", f"sources.wikitext.paths=[{source_file}]", f"qa.max_paragraphs={paragraphs}",
-        *overrides,
+        "code.generate.count=0", *overrides,
     ])
     spark = get_spark(conf.spark)
     run_ingest(spark, conf, RunContext())
     started = time.monotonic()
     result = run_generate(spark, conf, RunContext())
-    elapsed = time.monotonic() - started
     print(
         f"generated: {result.selected} paragraphs, {result.calls} model calls ({result.cache_hits} from the cache), "
-        f"{result.llm_seconds:.0f}s in model calls = {result.llm_seconds / max(result.selected, 1):.1f}s per paragraph "
-        f"({elapsed:.0f}s for the whole stage), model {result.model}\n"
+        f"{result.llm.seconds:.0f}s in model calls ({time.monotonic() - started:.0f}s for the stage), model {result.model}\n"
     )
-    return conf
 
 
-def generated_rows(lake: str):
+def generated_outcomes(lake: str) -> tuple[Counter, list]:
+    """(outcome counts, kept rows) of a lake's silver/qa table."""
     from instructlake.core.config import SparkSettings
-
     from instructlake.core.lake import Lake
     from instructlake.core.session import get_spark
 
-    spark = get_spark(SparkSettings())
-    qa = spark.read.format("delta").load(Lake(lake).qa).collect()
-    rows = [(r["qa_type"], r["question"], r["answer"], r["paragraph"]) for r in qa if r["generation_error"] is None]
-    outcome = Counter(r["qa_drop_reason"] or "(kept)" for r in qa)
-    return rows, outcome, len(qa)
+    qa = get_spark(SparkSettings()).read.format("delta").load(Lake(lake).qa).collect()
+    kept = [r for r in qa if r["qa_drop_reason"] is None]
+    return Counter(r["qa_drop_reason"] or "(kept)" for r in qa), kept
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--squad", nargs="*", default=[str(x) for x in DEFAULT_SQUAD], help="SQuAD v1.1 JSON files")
-    p.add_argument("--lake", default=None, help="a lake whose silver/qa table holds generations to measure")
+    p.add_argument("--write", default=None, metavar="FILE", help="write the shares as JSON (conf/qa_calibration.json: the report's)")
+    p.add_argument("--verify", type=int, default=0, metavar="N", help="run qa.verify on N right and N wrong pairs")
+    p.add_argument("--lake", default=None, help="a lake whose silver/qa table holds generations to show")
     p.add_argument("--generate-from", default=None, help="generate first, from this web-text file, into a fresh lake")
     p.add_argument("--paragraphs", type=int, default=20, help="paragraphs to generate from (with --generate-from)")
     p.add_argument("--conf", default=str(REPO / "conf" / "local.yaml"))
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
 
-    from instructlake.jobs.runner import load_config
     from instructlake.core.storage import resolve
+    from instructlake.jobs.runner import load_config
     from instructlake.udfs.qa_checks import CHECKS
 
-    checks = load_config(args.conf, args.overrides).qa.checks
+    conf = load_config(args.conf, args.overrides)
+    checks = conf.qa.checks
+    print(f"checks: {json.dumps(dataclasses.asdict(checks))}")
+    squad = [Path(x) for x in args.squad if Path(x).is_file()]
+    if squad:
+        started = time.monotonic()
+        sets = planted(squad_questions(squad))
+        shares, _ = check_table(sets, checks)
+        header = ("check", *(f"{s} (n={len(sets[s])})" for s in SETS))
+        print("\nShare accepted, each check on its own and all together (SQuAD v1.1 dev, planted wrong answers):")
+        print("\n".join(aligned([header] + [(c, *(f"{shares[s][c]:.1%}" for s in SETS)) for c in (*CHECKS, "all checks")])))
+        for key, steps in (("min_answer_location", LOCATION_STEPS), ("min_question_grounding", QUESTION_STEPS)):
+            print(f"\nAll checks with qa.checks.{key} at:")
+            rows = tradeoff(sets, checks, key, steps)
+            print("\n".join(aligned([(key, *SETS)] + [(f"{step:g}", *(f"{t[s]['all checks']:.1%}" for s in SETS)) for step, t in rows])))
+        if args.write:
+            data = f"SQuAD v1.1 dev ({', '.join(p.name for p in squad)}), {len(sets['right'])} questions of a recognized type"
+            calibration = {"data": data, "checks": dataclasses.asdict(checks), "n": {s: len(sets[s]) for s in SETS},
+                           "sets": {s: {c: round(v, 4) for c, v in shares[s].items()} for s in SETS}}
+            Path(args.write).write_text(json.dumps(calibration, indent=2) + "\n", encoding="utf-8")
+        right, wrong = shares["right"]["all checks"], shares["other_answer"]["all checks"]
+        met = wrong <= TARGET_WRONG and right >= TARGET_RIGHT
+        print(f"\ntarget (other_answer): wrong accepted {wrong:.1%} <= {TARGET_WRONG:.0%} and right accepted "
+              f"{right:.1%} >= {TARGET_RIGHT:.0%}: {'met' if met else 'MISSED'} ({time.monotonic() - started:.0f}s)")
+        if args.verify:
+            started = time.monotonic()
+            v = verify_shares(conf, sets, args.verify)
+            print(f"\nqa.verify {conf.qa.verify.methods} with {conf.llm.backend} model "
+                  f"{conf.llm.model or conf.llm.model_path or 'SmolLM2-135M (embedded)'} on {args.verify} pairs each: "
+                  f"right accepted {v['right']:.1%}, other_answer accepted {v['other_answer']:.1%} "
+                  f"({time.monotonic() - started:.0f}s)")
+    else:
+        print(f"(no SQuAD file found: {', '.join(args.squad)})", file=sys.stderr)
+
     lake = args.lake
     if args.generate_from:
         lake = lake or (Path(tempfile.mkdtemp(prefix="qa-calibration-")) / "lake").as_uri()
         generate(args.conf, args.overrides, Path(args.generate_from).resolve(), args.paragraphs, resolve(lake))
-
-    squad = [Path(x) for x in args.squad if Path(x).is_file()]
-    human, human_all, n_human = accepted_shares(squad_rows(squad), checks) if squad else ({}, 0.0, 0)
-    gen, gen_all, n_gen, outcome, n_qa = {}, 0.0, 0, Counter(), 0
     if lake:
-        rows, outcome, n_qa = generated_rows(resolve(lake))
-        gen, gen_all, n_gen = accepted_shares(rows, checks)
-
-    print(f"checks: {json.dumps({k: v for k, v in vars(checks).items()})}\n")
-    header = ("check", f"SQuAD human pairs (n={n_human})", f"generated pairs (n={n_gen})")
-    table = [header] + [
-        (c, f"{human[c]:.1%}" if squad else "-", f"{gen[c]:.1%}" if lake else "-") for c in CHECKS
-    ] + [("all checks", f"{human_all:.1%}" if squad else "-", f"{gen_all:.1%}" if lake else "-")]
-    widths = [max(len(r[i]) for r in table) for i in range(3)]
-    for i, r in enumerate(table):
-        print(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}")
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
-    if squad:
-        print("\nSQuAD questions by where their interrogative word stands:")
-        for k, v in lead_shares(squad).items():
-            print(f"  {k:<22} {v:.1%}")
-    if lake:
-        print(f"\ngenerated pairs by outcome (n={n_qa}, after duplicates and the balance across types):")
+        outcome, kept = generated_outcomes(resolve(lake))
+        total = sum(outcome.values())
+        print(f"generated pairs by outcome (n={total}):")
         for reason, count in outcome.most_common():
-            print(f"  {reason:<26} {count:>4}  {count / n_qa:.1%}")
-    if not squad:
-        print(f"\n(no SQuAD file found: {', '.join(args.squad)})", file=sys.stderr)
+            print(f"  {reason:<26} {count:>4}  {count / total:.1%}")
+        print("\nkept pairs:")
+        for r in kept:
+            print(f"  [{r['qa_type']}] {r['question']} -> {r['answer']}")
     return 0
 
 

@@ -162,6 +162,8 @@ class Export:
     # kept rows allow). Null: every kept row.
     max_rows_per_source: Optional[dict[str, int]] = None
     source_weights: Optional[dict[str, float]] = None
+    # The rows the seed's dataset holds per source label, shown beside the kept rows in the report.
+    seed_rows: Optional[dict[str, int]] = None
 
     def validate(self) -> None:
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", self.name):
@@ -170,6 +172,9 @@ class Export:
             raise ConfigError("rows_per_part", "set exactly one of rows_per_part and num_parts")
         if not self.formats or len(set(self.formats)) != len(self.formats):
             raise ConfigError("formats", "list each format once, at least one of json_parts, jsonl, chat, parquet")
+        for label, value in (self.seed_rows or {}).items():
+            if value is None or value < 0 or value != int(value):
+                raise ConfigError(f"seed_rows.{label}", f"must be a whole number >= 0, got {value!r}")
         for key in ("max_rows_per_source", "source_weights"):
             for label, value in (getattr(self, key) or {}).items():
                 if value is None or value < 0 or (key == "max_rows_per_source" and value != int(value)):
@@ -304,6 +309,29 @@ class QaChecks:
     require_question_mark: bool = True
     max_copy_overlap: float = field(default=0.7, metadata={"min": 0, "max": 1})
     min_grounding: float = field(default=0.75, metadata={"min": 0, "max": 1})
+    # Share of the question's content words found in the paragraph: a question about what the
+    # paragraph never mentions ("When did the coronation take place?") cannot be answered from it.
+    min_question_grounding: float = field(default=0.4, metadata={"min": 0, "max": 1})
+    # The answer's sentence matches the question at least this share of the best-matching
+    # sentence's match (1.0: the answer sits in the sentence the question points to; 0: off).
+    min_answer_location: float = field(default=0.8, metadata={"min": 0, "max": 1})
+
+
+@dataclass
+class QaVerify:
+    """Model-based verification of the pairs the checks kept (`instructlake.udfs.qa_verify`): `roundtrip`
+    (the model answers the question again, in a call of its own; kept when the two answers' token F1
+    is at least `min_f1`) and/or `judge` (a yes/no verdict, parsed strictly). Each is one cached model
+    call per pair. A small model verifies at chance: for capable endpoints (none: off)."""
+
+    methods: list[Literal["roundtrip", "judge"]] = field(default_factory=list)
+    min_f1: float = field(default=0.5, metadata={"min": 0, "max": 1})
+    roundtrip_prompt: str = "conf/prompts/qa_roundtrip.txt"
+    judge_prompt: str = "conf/prompts/qa_judge.txt"
+
+    def validate(self) -> None:
+        if len(set(self.methods)) != len(self.methods):
+            raise ConfigError("methods", "a method is listed twice")
 
 
 @dataclass
@@ -324,6 +352,12 @@ class QaSettings:
     seed: int = 0
     types: list[Literal["who", "what", "where", "when", "why", "how"]] = field(default_factory=lambda: list(QA_TYPES))
     questions_per_type: int = field(default=1, metadata={"min": 1})
+    # answer_first: a span of the paragraph (a name, date, place, quantity, reason or keyphrase:
+    # `instructlake.udfs.answer_spans`) is the answer, and the model writes the question it
+    # answers (`answer_first_prompt`); question_first: the model writes a question
+    # (`question_prompt`), then its answer (`answer_prompt`).
+    mode: Literal["answer_first", "question_first"] = "answer_first"
+    answer_first_prompt: str = "conf/prompts/qa_answer_first.txt"
     question_prompt: str = "conf/prompts/qa_questions.txt"
     answer_prompt: str = "conf/prompts/qa_answers.txt"
     # A question generated from a paragraph often makes sense only with it ("When was the play
@@ -333,6 +367,7 @@ class QaSettings:
     paragraphs: ParagraphSelection = field(default_factory=ParagraphSelection)
     topics: TopicSettings = field(default_factory=TopicSettings)
     checks: QaChecks = field(default_factory=QaChecks)
+    verify: QaVerify = field(default_factory=QaVerify)
 
     def validate(self) -> None:
         if not self.types:
@@ -462,7 +497,7 @@ class Config:
                 for attr in spec.label_keys:
                     held = getattr(spec, attr)
                     refs += [(f"{where}[{i}].{attr}", held, label) for label in held or []]
-        for attr in ("max_rows_per_source", "source_weights"):
+        for attr in ("max_rows_per_source", "source_weights", "seed_rows"):
             held = getattr(self.export, attr)
             refs += [(f"export.{attr}.{label}", held, label) for label in held or {}]
         refs += [("dedup.near_sources", self.dedup.near_sources, label) for label in self.dedup.near_sources or []]

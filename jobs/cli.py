@@ -1,7 +1,9 @@
-"""`instructlake run|ingest|generate|pairs|export|fetch [--conf FILE] [--set key=value ...]`.
+"""`instructlake run|ingest|generate|pairs|export|fetch|qa-check [--conf FILE] [--set key=value ...]`.
 
 The subcommands are the stage list's (`instructlake.jobs.runner.STAGES`),
-`run` runs them all in order, and `fetch` downloads the raw sources. Any
+`run` runs them all in order, `fetch` downloads the raw sources, and
+`qa-check --input FILE --output DIR` runs the conf's question-answer checks
+over a QA data set of one's own (`instructlake.jobs.stages.qa_check`). Any
 `InstructlakeError` (a conf error, a missing input or table, an unusable
 model or sandbox) is printed as one line with exit status 2. The closing
 summary fits 100 columns: rows per source and the stages that dropped them;
@@ -19,6 +21,7 @@ from instructlake.core.lake import RunContext
 from instructlake.core.session import get_spark
 from instructlake.jobs.runner import STAGES, Options, load_config, run_pipeline
 from instructlake.jobs.stages.fetch import fetch, load_catalog
+from instructlake.jobs.stages.qa_check import run_qa_check, summary_table
 from instructlake.jobs.summary import summary
 
 
@@ -39,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--catalog", default=None, help="the file list (default: conf/sources.yaml)")
     f.add_argument("--retries", type=int, default=5, help="retries per file on network errors (default 5)")
     commands = [("run", "the whole pipeline: " + ", ".join(s.name for s in STAGES))] + [(s.name, s.help) for s in STAGES]
+    commands.append(("qa-check", "run the conf's question-answer checks over JSON lines of {context, question, answer}"))
     for name, help_text in commands:
         s = sub.add_parser(name, help=help_text)
         s.add_argument("--conf", default=None, help="YAML conf file (default: conf/local.yaml)")
@@ -46,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
             "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
             help="override a conf value, e.g. --set export.rows_per_part=500 (repeatable)",
         )
+        if name == "qa-check":
+            s.add_argument("--input", required=True, action="append", help="JSON lines: a file, folder or glob (repeatable)")
+            s.add_argument("--output", required=True, help="the folder for verdicts.jsonl and summary.json")
         if name in ("run", "export"):
             s.add_argument("--as-of-version", type=int, default=None, help="export the pairs table as of this Delta version")
         if name in ("run", "pairs"):
@@ -66,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "fetch":
             return _fetch(args)
+        if args.command == "qa-check":
+            return _qa_check(args)
         return _run(args)
     except InstructlakeError as e:
         print(f"instructlake: error: {e}", file=sys.stderr)
@@ -86,20 +95,29 @@ def _fetch(args) -> int:
     return 0
 
 
-def _run(args) -> int:
+def _with_spark(args, name: str, work) -> int:
+    """Load the conf, start Spark, print what `work(spark, conf, run)` returns, and log the time."""
     conf = load_config(args.conf, args.overrides)
     run = RunContext()
-    log = logging.getLogger("instructlake.run")
+    log = logging.getLogger(f"instructlake.{name}")
     started = time.monotonic()
     log.info("run %s: starting Spark", run.run_id)
     spark = get_spark(conf.spark)
     log.info("Spark %s ready (master %s) in %.1fs", spark.version, spark.sparkContext.master, time.monotonic() - started)
-    stages = tuple(s.name for s in STAGES) if args.command == "run" else (args.command,)
-    options = Options(full=getattr(args, "full", False), as_of_version=getattr(args, "as_of_version", None))
-    result = run_pipeline(spark, conf, run, options, stages)
-    print(summary(result))
+    print(work(spark, conf, run))
     log.info("done in %.1fs", time.monotonic() - started)
     return 0
+
+
+def _qa_check(args) -> int:
+    return _with_spark(args, "qa_check", lambda spark, conf, run: summary_table(
+        run_qa_check(spark, conf, args.input, args.output, run)))
+
+
+def _run(args) -> int:
+    stages = tuple(s.name for s in STAGES) if args.command == "run" else (args.command,)
+    options = Options(full=getattr(args, "full", False), as_of_version=getattr(args, "as_of_version", None))
+    return _with_spark(args, "run", lambda spark, conf, run: summary(run_pipeline(spark, conf, run, options, stages)))
 
 
 if __name__ == "__main__":

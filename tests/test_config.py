@@ -201,6 +201,8 @@ def test_an_overlay_may_enable_a_subset_of_the_sources(tmp_path, caplog):
     assert [r.getMessage() for r in caplog.records] == [
         f"{base}: filters[1].sources: source label 'hh_helpful' is not a source of {over}; left out",
         f"{base}: filters[5].instruction_sources: source label 'hh_helpful' is not a source of {over}; left out",
+        *[f"{base}: export.seed_rows.{label}: source label {label!r} is not a source of {over}; left out"
+          for label in ("hh_helpful", "conala", "synthetic_qa")],
         f"{base}: dedup.near_sources: source label 'hh_helpful' is not a source of {over}; left out",
     ]
 

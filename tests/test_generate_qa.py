@@ -4,16 +4,12 @@ WikiText paragraphs (the embedded sample) inside Spark: pairs reach silver and t
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import REPO, local_conf, release_dir
+from conftest import CHEAP, local_conf, release_dir
 from instructlake.jobs.stages.generate_qa import run_generate
 from instructlake.core.lake import Lake, RunContext, latest_version
 from instructlake.jobs.runner import run_pipeline
@@ -27,7 +23,8 @@ WEB_ONLY = [
 REASONS = {
     "generation_failed", "question_too_short", "question_too_long", "question_wrong_type", "question_no_question_mark",
     "answer_na", "answer_copies_question", "answer_too_short", "answer_too_long", "answer_wrong_kind",
-    "answer_not_grounded", "duplicate_question", "over_type_quota",
+    "answer_not_grounded", "question_not_grounded", "answer_off_target", "duplicate_question", "over_type_quota",
+    "no_answer_candidate",
 }
 
 
@@ -52,7 +49,8 @@ def test_pairs_reach_silver_and_the_json_parts(spark, two_runs):
     conf, tmp, first, *_ = two_runs
     lake = Lake.of(conf)
     gen = first.generate
-    assert (gen.selected, gen.calls, gen.cache_hits, gen.qa_rows) == (2, 24, 0, 12)  # 2 paragraphs x 6 types, question + answer
+    # 2 paragraphs x 6 types; answer first: 4 of them have a span of their type, one question call each.
+    assert (gen.selected, gen.calls, gen.cache_hits, gen.qa_rows) == (2, 4, 0, 12)
     paragraphs = spark.read.format("delta").load(lake.paragraphs)
     assert paragraphs.count() == 35 and paragraphs.where("selected").count() == 2
     assert {r["drop_reason"] for r in paragraphs.collect()} == {None, "paragraph_too_short", "paragraph_too_long", "beyond_max_paragraphs"}
@@ -76,28 +74,34 @@ def test_pairs_reach_silver_and_the_json_parts(spark, two_runs):
         assert r["instruction"] == f"Read the text and answer the question.\n{row['paragraph']}\n{row['question']}"
         assert r["response"] == row["answer"] and row["grounding"] >= 0.75 and row["question"].endswith("?")
         assert row["question"].lower().startswith(row["qa_type"])
+        assert row["answer"] in row["paragraph"]  # answer first: a span of the paragraph by construction
 
 
 def test_qa_table_scores_every_check(spark, two_runs):
     conf, *_ = two_runs
     qa = spark.read.format("delta").load(Lake.of(conf).qa).collect()
     assert len(qa) == 12
+    assert sum(r["qa_drop_reason"] == "no_answer_candidate" for r in qa) == 8
     for r in qa:
-        assert r["qa_drop_reason"] in REASONS | {None}
-        assert r["question_key"] and r["answer_key"] and r["generation_error"] is None
-        assert r["grounding"] is not None and r["copy_overlap"] is not None and r["question_chars"] == len(r["question"])
+        assert r["qa_drop_reason"] in REASONS | {None} and r["answer_key"] is None and r["generation_error"] is None
+        if r["qa_drop_reason"] == "no_answer_candidate":  # nothing asked, nothing scored
+            assert r["question_key"] is None and r["question"] is None and r["grounding"] is None
+            assert r["qa_drop_stage"] == "generation"
+        else:
+            assert r["question_key"] and r["answer"] in r["paragraph"]
+            assert r["grounding"] == 1.0 and r["copy_overlap"] is not None and r["question_chars"] == len(r["question"])
     # Balanced: no type keeps more than the rarest type that kept any.
     kept = [r["qa_type"] for r in qa if r["qa_drop_reason"] is None]
     assert kept and max(kept.count(t) for t in set(kept)) == min(kept.count(t) for t in set(kept))
-    assert len(CHECKS) == 7
+    assert len(CHECKS) == 9
 
 
 def test_rerun_makes_no_model_call_and_changes_nothing(spark, two_runs):
     conf, tmp, first, second, before, after, first_parts = two_runs
-    assert (second.generate.calls, second.generate.cache_hits) == (0, 24)
+    assert (second.generate.calls, second.generate.cache_hits) == (0, 4)
     assert after == before  # no new version of paragraphs, qa, generations or pairs
     gens = spark.read.format("delta").load(Lake.of(conf).generations)
-    assert gens.count() == 24 and {r["run_id"] for r in gens.select("run_id").collect()} == {"run-1"}
+    assert gens.count() == 4 and {r["run_id"] for r in gens.select("run_id").collect()} == {"run-1"}
     assert {p.name: p.read_bytes() for p in release_dir(tmp / "out").glob("*_part*.json")} == first_parts
     assert second.pairs.counts == first.pairs.counts
 
@@ -107,57 +111,54 @@ def test_changed_checks_rescore_from_the_cache(spark, two_runs):
 
     conf, tmp, first, *_ = two_runs
     lake = Lake.of(conf)
-    loose = local_conf(tmp, *WEB_ONLY, "qa.max_paragraphs=2", "qa.checks.min_grounding=0.0", "qa.balance_ratio=null")
+    loose = local_conf(tmp, *WEB_ONLY, "qa.max_paragraphs=2", "qa.checks.min_question_grounding=0.0", "qa.checks.max_copy_overlap=1.0",
+                       "qa.balance_ratio=null")
     result = run_generate(spark, loose, RunContext(run_id="run-3"))
-    assert (result.calls, result.cache_hits) == (0, 24)
+    assert (result.calls, result.cache_hits) == (0, 4)
     assert result.kept >= first.generate.kept
     pairs = run_pairs(spark, loose, RunContext(run_id="run-3"))  # incremental: the changed rows only
     kept = {(s, r): n for s, r, n in pairs.counts}
     assert kept.get(("synthetic_qa", None), 0) >= first.generate.kept
-    assert "answer_not_grounded" not in {r for _, r, _ in pairs.counts} and "over_type_quota" not in {r for _, r, _ in pairs.counts}
+    reasons = {r for _, r, _ in pairs.counts}
+    assert not reasons & {"question_not_grounded", "answer_copies_question", "over_type_quota"}, reasons
     changed = spark.read.format("delta").load(lake.pairs).where(F.col("pairs_run_id") == "run-3").count()
     assert 0 < changed <= 12
     run_generate(spark, conf, RunContext())  # back to the fixture's conf, still without a model call
 
 
 def test_killed_generation_resumes_without_repeating_calls(spark, tmp_path):
-    """A `generate` killed (SIGKILL) after its first chunk of calls is committed; the resumed run,
-    by spark-submit, makes only the calls that were not committed."""
-    from instructlake.core import jars
+    """A `generate` process killed (SIGKILL) after its first chunk of calls is committed; the resumed
+    run makes only the calls that were not committed."""
     from instructlake.jobs.stages.ingest import run_ingest
     from test_reliability import Paused, cli_args
 
-    sets = [*WEB_ONLY, "qa.max_paragraphs=1", "qa.types=[who, what]", "llm.chunk_size=1", "qa.paragraphs.filters=[]"]
+    sets = [*WEB_ONLY, "qa.max_paragraphs=1", "qa.types=[who, what]", "llm.chunk_size=1", "qa.paragraphs.filters=[]", "llm.max_tokens=12",
+            "qa.mode=question_first"]
     conf = local_conf(tmp_path, *sets)
     run_ingest(spark, conf, RunContext())
-    args = [*cli_args("generate", REPO / "conf" / "local.yaml", tmp_path), *[a for s in sets for a in ("--set", s)]]
+    args = [*cli_args("generate", CHEAP, tmp_path), *[a for s in sets for a in ("--set", s)]]
     paused = Paused(tmp_path, "generate.chunk_committed", args)
     paused.wait_for_checkpoint()
     paused.kill_all()  # one question call committed, the rest never made
     gens = spark.read.format("delta").load(Lake.of(conf).generations)
     assert gens.count() == 1
-    submit = Path(sys.executable).parent / "spark-submit"
-    proc = subprocess.run(
-        [str(submit), "--master", "local[2]", "--conf", "spark.ui.enabled=false", "--jars", ",".join(str(p) for p in jars.cached_jars()),
-         str(REPO / "jobs" / "generate.py"), *args[1:]],
-        capture_output=True, text=True, cwd=REPO, timeout=600,
-        env={**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert re.search(r"\[cache\] questions: 2 wanted, 1 in the cache, 1 to compute", proc.stdout), proc.stdout[-3000:]
-    assert "3 model call(s), 1 from the cache" in proc.stdout
+    result = run_generate(spark, conf, RunContext())
+    assert (result.calls, result.cache_hits) == (3, 1)  # 2 questions (1 cached) and 2 answers
     gens = spark.read.format("delta").load(Lake.of(conf).generations)
     assert gens.count() == 4 and gens.select("key").distinct().count() == 4
 
 
 def test_missing_prompt_file_is_one_clear_error(spark, tmp_path):
-    conf = local_conf(tmp_path, *WEB_ONLY, f"qa.question_prompt={tmp_path / 'nope.txt'}")
-    with pytest.raises(match=r"qa.question_prompt: cannot read prompt file .*nope.txt"):
+    conf = local_conf(tmp_path, *WEB_ONLY, f"qa.answer_first_prompt={tmp_path / 'nope.txt'}")
+    with pytest.raises(match=r"qa.answer_first_prompt: cannot read prompt file .*nope.txt"):
         run_generate(spark, conf, RunContext())
     bad = tmp_path / "bad.txt"
     bad.write_text("Text: {paragraph}\nQ: {questoin}\n")
-    conf = local_conf(tmp_path, *WEB_ONLY, f"qa.answer_prompt={bad}")
+    conf = local_conf(tmp_path, *WEB_ONLY, "qa.mode=question_first", f"qa.answer_prompt={bad}")
     with pytest.raises(match=r"qa.answer_prompt: .*unknown placeholder \{questoin\}"):
+        run_generate(spark, conf, RunContext())
+    conf = local_conf(tmp_path, *WEB_ONLY, f"qa.answer_first_prompt={bad}")  # an answer-first prompt knows {answer}, not {question}
+    with pytest.raises(match=r"qa.answer_first_prompt: .*unknown placeholder \{questoin\}"):
         run_generate(spark, conf, RunContext())
     assert run_generate(spark, local_conf(tmp_path), RunContext()) is None  # no web_text source: nothing to do
 

@@ -152,7 +152,7 @@ def test_generate_stage_with_the_openai_backend(spark, tmp_path, proxy):
         tmp_path, "sources.helpful_online.enabled=false", "sources.helpful_rejection_sampled.enabled=false",
         "sources.red_team_attempts.enabled=false", "sources.wikitext.enabled=true", "qa.max_paragraphs=1", "qa.types=[who, when]",
         "llm.backend=openai", f"llm.base_url={proxy.url}", "llm.model=smollm2", "llm.concurrency=2",
-        "llm.max_retries=3", "llm.backoff_s=0.05",
+        "llm.max_retries=3", "llm.backoff_s=0.05", "qa.mode=question_first",
     )
     run_ingest(spark, conf, RunContext())
     proxy.plan = ["500"]
@@ -178,6 +178,7 @@ def test_generate_stage_stops_with_one_line_when_the_endpoint_is_down(spark, tmp
         tmp_path, "sources.helpful_online.enabled=false", "sources.helpful_rejection_sampled.enabled=false",
         "sources.red_team_attempts.enabled=false", "sources.wikitext.enabled=true", "qa.max_paragraphs=1",
         "qa.types=[who]", "qa.paragraphs.filters=[]", "llm.backend=openai", f"llm.base_url={dead}", "llm.model=smollm2",
+        "qa.mode=question_first",
         "llm.max_retries=1", "llm.backoff_s=0.01",
     )
     run_ingest(spark, conf, RunContext())
@@ -188,3 +189,52 @@ def test_generate_stage_stops_with_one_line_when_the_endpoint_is_down(spark, tmp
     assert message.endswith("(0 of 1 calls of this step done and kept; run again to resume)")
     assert "Traceback" not in message and "\n" not in message
     assert not is_delta(spark, Lake.of(conf).generations)
+
+
+def test_qa_verify_against_the_server(spark, tmp_path, server):
+    """`qa.verify` end to end with the real server: the pairs the checks kept (the checks relaxed
+    here, so that some are) get one roundtrip and one judge call each, through the cache; the
+    verdicts decide the drop reasons; a re-run makes no call."""
+    from instructlake.core.lake import Lake, RunContext
+    from instructlake.jobs.stages.generate_qa import run_generate
+    from instructlake.jobs.stages.ingest import run_ingest
+    from instructlake.udfs.qa_verify import token_f1
+
+    conf = local_conf(
+        tmp_path, "sources.helpful_online.enabled=false", "sources.helpful_rejection_sampled.enabled=false",
+        "sources.red_team_attempts.enabled=false", "sources.wikitext.enabled=true", "qa.max_paragraphs=1",
+        "qa.types=[who, when, what]", "qa.paragraphs.filters=[]", "llm.backend=openai", f"llm.base_url={server.url}",
+        "llm.model=smollm2", "llm.max_tokens=16", "qa.checks.min_grounding=0", "qa.checks.min_question_grounding=0",
+        "qa.checks.min_answer_location=0", "qa.checks.max_copy_overlap=1", "qa.checks.require_question_mark=false",
+        "qa.verify.methods=[roundtrip, judge]", "qa.verify.min_f1=0.5", "qa.mode=question_first",
+    )
+    run_ingest(spark, conf, RunContext())
+    result = run_generate(spark, conf, RunContext())
+    lake = Lake.of(conf)
+    qa = spark.read.format("delta").load(lake.qa).collect()
+    checked = [r for r in qa if r["qa_drop_stage"] in (None, "qa_verify", "qa_duplicates", "qa_balance")]
+    assert checked and result.calls == 6 + 2 * len(checked)  # questions and answers, then two calls per kept pair
+    steps = {r["step"]: r["count"] for r in spark.read.format("delta").load(lake.generations).groupBy("step").count().collect()}
+    assert steps == {"questions": 3, "answers": 3, "verify_roundtrip": len(checked), "verify_judge": len(checked)}
+    for r in qa:
+        if r in checked:
+            assert r["verify_f1"] == token_f1(r["verify_answer"], r["answer"])
+            want = ("answer_not_verified" if r["verify_f1"] < 0.5 else None) or (
+                None if r["judge_verdict"] else "judge_rejected" if r["judge_verdict"] is False else "judge_unclear")
+            assert r["qa_drop_reason"] in (want, "duplicate_question", "over_type_quota") and r["qa_drop_stage"] != "qa_checks"
+        else:
+            assert r["verify_answer"] is None and r["judge_verdict"] is None
+    again = run_generate(spark, conf, RunContext())
+    assert (again.calls, again.cache_hits) == (0, result.calls)
+    # qa-check runs the same verification on a data set of one's own, through the same cache.
+    from instructlake.jobs.stages.qa_check import VERDICTS, run_qa_check
+
+    rows = [{"id": i, "context": r["paragraph"], "question": r["question"], "answer": r["answer"]} for i, r in enumerate(checked[:2])]
+    (tmp_path / "mine.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    audit = run_qa_check(spark, conf, [str(tmp_path / "mine.jsonl")], str(tmp_path / "audit"), RunContext())
+    verdicts = [json.loads(x) for x in (tmp_path / "audit" / VERDICTS).read_text(encoding="utf-8").splitlines()]
+    assert audit.rows == len(rows) and all("verify_answer" in v and "judge_verdict" in v for v in verdicts)
+    by_question = {(r["question"], r["answer"]): r for r in checked}
+    for v in verdicts:  # the same prompts as the generate stage's: answered from the cache, the same verdicts
+        assert v["verify_answer"] == by_question[(v["question"], v["answer"])]["verify_answer"]
+    assert audit.calls == 0 and audit.cache_hits == 2 * len(rows)

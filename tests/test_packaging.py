@@ -21,7 +21,8 @@ def test_wheel_installs_one_import_name(wheel):
                    "udfs/dialogue.py", "jobs/runner.py", "jobs/cli.py", "jobs/pipeline.py", "jobs/stages/pairs.py",
                    "jobs/sources/hh_rlhf.py"]:
         assert f"instructlake/{module}" in names
-    for conf in ["base.yaml", "local.yaml", "cluster.yaml", "databricks.yaml", "log4j2.properties", "prompts/qa_questions.txt"]:
+    for conf in ["base.yaml", "local.yaml", "cluster.yaml", "databricks.yaml", "log4j2.properties", "prompts/qa_questions.txt",
+                 "prompts/qa_answer_first.txt", "qa_calibration.json"]:
         assert f"instructlake/conf/{conf}" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "instructlake = instructlake.jobs.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

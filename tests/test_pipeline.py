@@ -349,7 +349,7 @@ def test_cli_reports_conf_errors_without_spark(tmp_path):
 
 
 @pytest.mark.parametrize("script,stage", [("ingest", "ingest"), ("generate", "generate"), ("pairs", "pairs"),
-                                          ("export", "export"), ("pipeline", "run")])
+                                          ("export", "export"), ("pipeline", "run"), ("qa_check", "qa-check")])
 def test_each_job_script_is_its_stage_of_the_cli(script, stage):
     """`spark-submit jobs/<script>.py ARGS` runs `instructlake <stage> ARGS` (the scripts under a real
     spark-submit: jobs/pipeline.py in tests/test_cluster.py)."""

@@ -3,16 +3,16 @@ rejected real examples (SQuAD's human questions, outputs of the embedded SmolLM2
 decision, the Spark wrapper, and the calibration on SQuAD's human-written pairs."""
 from __future__ import annotations
 
-import json
 
 import pytest
 
-from conftest import SHARED_DATA
+from conftest import REPO, SHARED_DATA
 from instructlake.core.config import QaChecks
 from instructlake.udfs.qa_checks import (
-    CHECKS,
     SCORE_COLUMNS,
     answer_kind_ok,
+    answer_location,
+    asked_kind,
     check_results,
     copy_overlap,
     drop_reason,
@@ -20,7 +20,10 @@ from instructlake.udfs.qa_checks import (
     grounding,
     is_na,
     normalize,
+    question_grounding,
+    question_terms,
     question_type,
+    sentences,
     score_and_decide,
     score_qa,
 )
@@ -135,13 +138,48 @@ def test_answer_kind():
     assert answer_kind_ok("when", "When?", None) is None and answer_kind_ok("when", None, "") is None
 
 
+def test_answer_kind_of_what_and_how_questions():
+    assert asked_kind(None, "In what year did the Normans arrive?") == "time"
+    assert asked_kind(None, "What percentage of the vote did he win?") == "quantity"
+    assert asked_kind(None, "How old was Chopin when he died?") == "quantity"
+    assert asked_kind("what", "What is the capital?") is None and asked_kind("why", "Why?") is None
+    assert answer_kind_ok(None, "In what year did the Normans arrive?", "Rollo") is False
+    assert answer_kind_ok(None, "In what year did the Normans arrive?", "911") is True
+    assert answer_kind_ok(None, "How long did the siege last?", "a week") is True
+    assert answer_kind_ok(None, "How old was Chopin when he died?", "Warsaw") is False
+
+
+def test_question_grounding():
+    assert question_terms("When did the coronation take place?") == ["coron"]  # light words left out
+    assert question_grounding("When did the coronation take place?", DVORAK) == 0.0
+    assert question_grounding("Who developed the Dvorak technique?", DVORAK) == 1.0
+    assert question_grounding("Who developed the Dvorak method?", DVORAK) == 2 / 3  # "method" is not there
+    assert question_grounding("What is it?", DVORAK) == 1.0  # nothing to look for
+
+
+def test_answer_location_finds_the_sentence_the_question_points_to():
+    q = "Where was the game played?"
+    assert [s[:20] for s in sentences(SUPER_BOWL)] == ["Super Bowl 50 was an", "The American Footbal", "The game was played "]
+    assert answer_location(q, "Levi's Stadium", SUPER_BOWL) == 1.0
+    assert answer_location(q, "Denver Broncos", SUPER_BOWL) < 0.5  # the answer of another question
+    assert answer_location("Who defeated the Carolina Panthers?", "Denver Broncos", SUPER_BOWL) == 1.0
+    # The question names the game as the first sentence does; the answer's sentence says "The game".
+    assert answer_location("Where was Super Bowl 50 played?", "Levi's Stadium", SUPER_BOWL) < 0.8
+    assert answer_location(q, "", SUPER_BOWL) == 0.0 and answer_location("What?", "x", SUPER_BOWL) == 1.0
+    # Not a run of the paragraph's words: the sentence with most of them stands for it.
+    assert answer_location(q, "Stadium of Levi's", SUPER_BOWL) == 1.0
+    row = score_and_decide(None, q, "Denver Broncos", SUPER_BOWL, CHECKS_CONF)
+    assert row["qa_drop_reason"] == "answer_off_target"
+
+
 def test_drop_reason_order_and_scores():
-    row = score_and_decide("where", "Where was Super Bowl 50 played?", "Levi's Stadium", SUPER_BOWL, CHECKS_CONF)
+    row = score_and_decide("where", "Where was the game played?", "Levi's Stadium", SUPER_BOWL, CHECKS_CONF)
     assert set(row) == set(SCORE_COLUMNS)
     assert row["qa_drop_reason"] is None and row["grounding"] == 1.0 and row["question_type_found"] == "where"
     cases = [
         ("who", "Who?", "x", "question_too_short"),
-        ("who", "Who was the pope who wrote to the pope?", "NA", "answer_na"),  # SmolLM2
+        ("who", "Who was the pope who wrote to the pope?", "NA", "question_not_grounded"),  # SmolLM2
+        ("who", "Who developed the Dvorak technique?", "NA", "answer_na"),
         ("what", "What is the primary pattern used to estimate cyclone intensity?", "cyclone", "answer_copies_question"),
         ("who", "Who created the Dvorak technique?", "Michael Dvorak", "answer_not_grounded"),
         ("when", "When did the Dvorak technique become a reality?", "Vernon Dvorak", "answer_wrong_kind"),
@@ -181,18 +219,19 @@ def squad_pairs():
     return [qa for name in ("dev-v1.1.json", "test-v1.1.json") for qa in squad_qas((SQUAD_DIR / name).read_text(encoding="utf-8"))]
 
 
-def test_calibration_on_squad_human_pairs():
-    """The whole SQuAD v1.1 dev set (10,570 human questions): the form and grounding checks must
-    accept at least 90% of them, every check at least 85%, and all checks together 85%."""
+def test_calibration_on_squad_with_planted_wrong_answers():
+    """The whole SQuAD v1.1 dev set (10,570 human questions), each with its right answer and with the
+    answer of another question on the same paragraph (`benchmarks/qa_calibration.py`): all checks
+    together accept at least 80% of the right answers and at most 25% of the wrong ones."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from qa_calibration import check_table, planted
+
     pairs = squad_pairs()
     assert len(pairs) == 10570
-    accepted = dict.fromkeys(CHECKS, 0)
-    all_pass = 0
-    for qa in pairs:
-        results = check_results(score_qa(None, qa["question"], qa["answers"][0], qa["context"]), None, CHECKS_CONF)
-        for check, reason in results.items():
-            accepted[check] += reason is None
-        all_pass += all(r is None for r in results.values())
-    share = {c: n / len(pairs) for c, n in accepted.items()}
-    assert share["question_form"] >= 0.90 and share["grounding"] >= 0.90, share
-    assert min(share.values()) >= 0.85 and all_pass / len(pairs) >= 0.85, share
+    sets = planted([qa for qa in pairs if question_type(qa["question"])[0] is not None])
+    shares, _ = check_table({k: sets[k] for k in ("right", "other_answer")}, CHECKS_CONF)
+    assert len(sets["right"]) == 10460 and len(sets["other_answer"]) > 10000
+    assert shares["right"]["all checks"] >= 0.80 and shares["other_answer"]["all checks"] <= 0.25, shares
+    assert shares["right"]["question_form"] >= 0.95 and shares["right"]["grounding"] >= 0.95, shares

@@ -62,21 +62,24 @@ def test_funnel_equals_direct_counts(spark, all_formats_export):
     ratings = {int(r["red_team_rating"]): r["count"] for r in pairs.where(F.col("red_team_rating").isNotNull()).groupBy("red_team_rating").count().collect()}
     h = report["histograms"]["red_team_rating"]
     assert {i: k + d for i, (k, d) in enumerate(zip(h["kept"], h["dropped"])) if k + d} == ratings
-    # examples: a few, truncated, with the reason they were dropped for
-    assert 0 < len(report["examples"]["kept"]) <= 3
-    for kind, items in report["examples"]["dropped"].items():
-        assert items and all(e["drop_reason"].split(":")[0] == kind for e in items)
-        assert all(len(e["response"] or "") <= 301 for e in items)
-    # ... and they are the first rows of each kind in the seeded order, computed here in Python
+    # examples: per source and outcome, the first rows in the seeded order, computed here in Python
     order = {}
-    for r in pairs.select("content_id", "source_name", "row_index", "source_file", "item", "source", "drop_reason", "instruction", "response").collect():
+    for r in pairs.select("content_id", "source_name", "row_index", "source_file", "item", "source", "drop_reason", "drop_stage",
+                          "instruction", "response").collect():
         text = ":".join(str(v) for v in (conf.export.seed, r["content_id"], r["source_name"], r["row_index"]) if v is not None)
         digest = hashlib.sha256(text.encode()).hexdigest()
-        order.setdefault((r["drop_reason"] or "").split(":")[0], []).append(((digest, r["source_file"], r["item"]), r))
+        order.setdefault((r["source"], (r["drop_reason"] or "kept").split(":")[0]), []).append(((digest, r["source_file"], r["item"]), r))
     cut = lambda t: t if t is None or len(t) <= 300 else t[:300] + "…"
-    first = {k: [{"source": r["source"], "drop_reason": r["drop_reason"], "instruction": cut(r["instruction"]), "response": cut(r["response"])}
-                 for _, r in sorted(rows, key=lambda e: e[0])[: 3 if k == "" else 2]] for k, rows in order.items()}
-    assert report["examples"] == {"kept": first.pop(""), "dropped": first}
+    want = {}
+    for (source, kind), rows in sorted(order.items(), key=lambda e: (e[0][0], e[0][1] != "kept", e[0][1])):
+        want.setdefault(source, {})[kind] = [
+            {"drop_reason": r["drop_reason"], "drop_stage": r["drop_stage"], "instruction": cut(r["instruction"]), "response": cut(r["response"])}
+            for _, r in sorted(rows, key=lambda e: e[0])[:3]]
+    assert report["examples"] == want
+    assert all(len(e["response"] or "") <= 301 for groups in want.values() for items in groups.values() for e in items)
+    # the summary: candidates, kept and exported per source, the seed's rows where the conf names them
+    assert report["summary"]["hh_helpful"] == {"candidates": candidates["hh_helpful"], "kept": kept["hh_helpful"],
+                                               "exported": kept["hh_helpful"], "seed": 39000}
 
 
 def test_reason_kinds_group_details_and_notes_are_shown(spark, all_formats_export):
@@ -100,10 +103,15 @@ def test_reason_kinds_group_details_and_notes_are_shown(spark, all_formats_expor
     assert [counts["code"]["after"][s] for s in ("decontamination", "dedup", "a_stage_of_its_own")] == [11, 3, 2]
     report = dict(result.report, drops=drops, stages=stages, funnel=counts)
     report["code_execution"] = {"sandbox": "process", "weaker": True, "note": "bubblewrap was not available"}
-    report["decontamination"] = {"benchmarks": ["humaneval"], "dropped": 3}
+    report["decontamination"] = {"decontamination": {"ngram": 13, "benchmarks": [
+        {"name": "humaneval", "format": "humaneval", "items": 164, "items_short": 0, "ngrams": 14137,
+         "files": [{"uri": "file:/x/HumanEval.jsonl.gz", "bytes": 1, "sha256": "b796127e635a67f9" + "0" * 48}]}]}}
     page = render_html(report)
     assert "WEAKER than bubblewrap" in page and "bubblewrap was not available" in page
-    assert "contaminated:humaneval (3)" in page and "8 distinct" in page and "&quot;humaneval&quot;" in page
+    assert "contaminated:humaneval (3)" in page and "8 distinct" in page
+    # the decontamination summary is a table, not JSON
+    assert "<td>humaneval</td><td>humaneval</td><td>164</td><td>0</td><td>14137</td><td>HumanEval.jsonl.gz (b796127e635a)</td>" in page
+    assert "&quot;" not in page.split("<section id=\"examples\">")[0]
     assert "<script src" not in page and "<link" not in page and "<img src=\"http" not in page
 
 
@@ -146,22 +154,63 @@ def _png_size_and_ink(path: Path) -> tuple[int, int, float]:
     return width, height, ink / max(total, 1)
 
 
+def _region_colours(path: Path, box: tuple[int, int, int, int]) -> set[tuple[int, int, int]]:
+    """The distinct colours (RGB, rounded to 32 levels) of a region of an 8-bit RGB(A) PNG."""
+    data = path.read_bytes()
+    pos, idat, width, kind = 8, b"", 0, 0
+    while pos < len(data):
+        length, tag = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if tag == b"IHDR":
+            width, _, _, kind = struct.unpack(">IIBB", body[:10])
+        elif tag == b"IDAT":
+            idat += body
+        pos += 12 + length
+    raw, bpp = zlib.decompress(idat), 3 if kind == 2 else 4
+    stride, prev, colours = width * bpp, bytearray(width * bpp), set()
+    left, top, w, h = box
+    for y in range(top + h):
+        filt, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b, c = prev[i], prev[i - bpp] if i >= bpp else 0
+            p = a + b - c
+            pred = {0: 0, 1: a, 2: b, 3: (a + b) // 2,
+                    4: a if abs(p - a) <= abs(p - b) and abs(p - a) <= abs(p - c) else b if abs(p - b) <= abs(p - c) else c}[filt]
+            line[i] = (line[i] + pred) & 255
+        if y >= top and y % 4 == 0:
+            colours |= {tuple(v // 32 for v in line[x * bpp:x * bpp + 3]) for x in range(left, min(left + w, width), 4)}
+        prev = line
+    return colours
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make setup installs it)")
 def test_report_renders_in_chromium(all_formats_export, tmp_path):
+    """The page as Chromium draws it: the summary first, then the funnel chart, the drops table and
+    the examples, in that order down the page; every plot drawn; a pager steps through examples;
+    and the screenshot shows the chart's colours where the chart is."""
     conf, result, release = all_formats_export
     page = (release / "report.html").as_uri()
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", "--window-size=1200,3000", page],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
-    check = re.search(r'id="render-check" data-rendered="(\d+)"[^>]*data-plots="(\d+)"', dom)
-    assert check, dom[:2000]
-    rendered, plots = int(check.group(1)), int(check.group(2))
-    assert plots == 2 + len(result.report["histograms"]) and rendered == plots
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,2400"]
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120, check=True).stdout
+    body = re.search(r"<body([^>]*)>", dom).group(1)
+    attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body))
+    assert int(attrs["plots"]) == 1 + len(result.report["histograms"]) == int(attrs["rendered"])
+    boxes = {k: tuple(int(v) for v in attrs[f"box-{k}"].split(",")) for k in ("summary", "funnel", "drops", "examples")}
+    tops = [boxes[k][1] for k in ("summary", "funnel", "drops", "examples")]
+    assert tops == sorted(tops) and all(boxes[k][2] > 0 and boxes[k][3] > 0 for k in boxes)
+    assert boxes["summary"][1] < 200  # the summary is what a reader sees first
+    assert attrs["pager"] == "0,1,0"  # next shows the second example, previous the first again
     shot = tmp_path / "report.png"
-    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,3000", page],
-                   capture_output=True, timeout=120, check=True)
+    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", page], capture_output=True, timeout=120, check=True)
     width, height, ink = _png_size_and_ink(shot)
-    assert (width, height) == (1200, 3000) and ink > 0.03, ink  # a page with tables and plots, not a blank one
+    assert (width, height) == (1200, 2400) and ink > 0.03, ink  # a page with tables and plots, not a blank one
+    # the funnel chart's bars: the kept rows' blue and the first drop stage's orange are drawn in its box
+    colours = _region_colours(shot, boxes["funnel"])
+    assert (0x2a // 32, 0x7a // 32, 0xb0 // 32) in colours and (0xe0 // 32, 0xa0 // 32, 0x30 // 32) in colours
+    summary = _region_colours(shot, boxes["summary"])
+    assert len(summary) > 2  # text and the header's grey on white
 
 
 def test_dataset_card(all_formats_export):

@@ -39,7 +39,7 @@ FIELDS = [
     Field("text_format", "string", required=True),
 ]
 # The drop stages of a generated question-answer pair, in order (see instructlake.jobs.stages.generate_qa).
-STAGES = ("generation", "qa_checks", "qa_duplicates", "qa_balance")
+STAGES = ("generation", "qa_checks", "qa_verify", "qa_duplicates", "qa_balance")
 
 
 def read(spark, files: list[str], tolerant: bool = True) -> DataFrame:

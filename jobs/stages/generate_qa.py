@@ -59,7 +59,9 @@ from instructlake.udfs.filters import DROP_REASON, DROP_STAGE, apply_filters, se
 from instructlake.udfs.llm import (
     OUTPUT_SCHEMA, LlmUnavailableError, call_key_col, generate_udf, model_id, params_json, runtime, sampling_params,
 )
+from instructlake.udfs.answer_spans import answer_span_udf
 from instructlake.udfs.qa_checks import SCORE_COLUMNS, with_qa_checks
+from instructlake.udfs.qa_verify import METHODS, VERIFY_COLUMNS, verify_udf
 from instructlake.udfs.webtext import with_topics
 
 log = logging.getLogger("instructlake.generate")
@@ -69,6 +71,8 @@ STOP = ["\n"]  # the prompt scripts ask for one line: a question, or an answer
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 QUESTION_FIELDS = {"title", "section", "paragraph", "topics", "type", "Type"}
 ANSWER_FIELDS = {"title", "section", "paragraph", "topics", "type", "Type", "question"}
+VERIFY_FIELDS = ANSWER_FIELDS | {"answer"}
+ANSWER_FIRST_FIELDS = QUESTION_FIELDS | {"answer"}
 # The paragraph filters (language, toxicity) run on this many candidates per wanted paragraph;
 # they drop few paragraphs, and scoring the whole corpus for a bounded run would be waste.
 CANDIDATES_PER_PARAGRAPH = 4
@@ -261,8 +265,11 @@ def _type_table(spark, conf: Config) -> DataFrame:
     return spark.createDataFrame(rows, "qa_type string, type_order int, k int, q_params string")
 
 
-def read_prompts(spark, conf: Config) -> tuple[str, str]:
-    """The question and answer prompt templates of the conf."""
+def read_prompts(spark, conf: Config) -> tuple[str, Optional[str]]:
+    """The question and answer prompt templates of the conf; in answer-first mode, the question
+    template (`qa.answer_first_prompt`) and None (the answer is a span of the paragraph)."""
+    if conf.qa.mode == "answer_first":
+        return read_prompt(spark, conf.qa.answer_first_prompt, "qa.answer_first_prompt", ANSWER_FIRST_FIELDS), None
     return (
         read_prompt(spark, conf.qa.question_prompt, "qa.question_prompt", QUESTION_FIELDS),
         read_prompt(spark, conf.qa.answer_prompt, "qa.answer_prompt", ANSWER_FIELDS),
@@ -273,14 +280,23 @@ def build_qa(spark, conf: Config, lake: Lake, run: RunContext, selected: DataFra
              prompts: tuple[str, str], result: GenerateResult) -> DataFrame:
     """The qa table (not yet written; persisted and computed, unpersist it when done) for the
     selected paragraphs, calling the model where the cache has no answer. `prompts`: the
-    question and answer templates."""
+    question and answer templates (`read_prompts`; no answer template in answer-first mode,
+    where the answer is the span `instructlake.udfs.answer_spans` picks, and a paragraph with no
+    span of a type asks no question of it)."""
     qa = conf.qa
     q_template, a_template = prompts
     forced = q_template.rstrip().endswith("{Type}")
     values = _prompt_values()
     items = selected.crossJoin(F.broadcast(_type_table(spark, conf)))
-    items = items.withColumn("q_prompt", fill(q_template, values))
-    items = items.withColumn("question_key", call_key_col(F.col("q_prompt"), model, F.col("q_params")))
+    if a_template is None:
+        seed = F.concat_ws(":", F.lit(str(qa.seed)), "content_id", "qa_type")
+        items = items.withColumn("_span", answer_span_udf()(F.col("text"), F.col("qa_type"), F.col("topics"), seed, F.col("k")))
+        values = {**values, "answer": F.col("_span")}
+        asked = F.col("_span").isNotNull()
+    else:
+        asked = F.lit(True)
+    items = items.withColumn("q_prompt", F.when(asked, fill(q_template, values)))
+    items = items.withColumn("question_key", F.when(asked, call_key_col(F.col("q_prompt"), model, F.col("q_params"))))
     items = items.withColumn("_group", F.col("selection_rank")).withColumn(
         "_order", F.col("type_order") * qa.questions_per_type + F.col("k")
     )
@@ -289,34 +305,52 @@ def build_qa(spark, conf: Config, lake: Lake, run: RunContext, selected: DataFra
     try:
         questions = cached_generate(
             spark, conf, lake, run,
-            items.select(F.col("question_key").alias("key"), F.col("q_prompt").alias("prompt"), F.col("q_params").alias("params"), "_group", "_order"),
+            items.where(F.col("question_key").isNotNull()).select(
+                F.col("question_key").alias("key"), F.col("q_prompt").alias("prompt"), F.col("q_params").alias("params"), "_group", "_order"
+            ),
             "questions", model, result.llm,
         )
         items = items.join(questions.withColumnsRenamed({"key": "question_key", "completion": "q_completion", "error": "q_error"}), "question_key", "left")
         items = items.withColumn("question", parse_question(F.col("q_completion"), F.col("qa_type"), forced))
-        a_params = params_json(sampling_params(conf.llm, conf.llm.seed, STOP))
-        items = items.withColumn("a_prompt", fill(a_template, {**values, "question": F.col("question")}))
-        items = items.withColumn(
-            "answer_key", F.when(F.col("question").isNotNull(), call_key_col(F.col("a_prompt"), model, F.lit(a_params)))
+        if a_template is None:
+            items = items.withColumns({
+                "answer": F.when(F.col("question").isNotNull(), F.col("_span")),
+                "answer_key": F.lit(None).cast("string"), "a_error": F.lit(None).cast("string"),
+            }).drop("_span")
+        else:
+            items = _answered(spark, conf, lake, run, items, a_template, values, model, result, cached)
+        scored = _scored(items, conf, cached)
+        verified = verify_pairs(spark, conf, lake, run, scored, model, result)
+        out = _finished(verified, conf).select(
+            *QA_COLUMNS, *SCORE_COLUMNS[:-1], *VERIFY_COLUMNS[:-1], "qa_drop_reason", "qa_drop_stage"
         )
-        items = items.persist(StorageLevel.MEMORY_AND_DISK)
-        cached.append(items)
-        answers = cached_generate(
-            spark, conf, lake, run,
-            items.where(F.col("answer_key").isNotNull()).select(
-                F.col("answer_key").alias("key"), F.col("a_prompt").alias("prompt"), F.lit(a_params).alias("params"), "_group", "_order"
-            ),
-            "answers", model, result.llm,
-        )
-        items = items.join(answers.withColumnsRenamed({"key": "answer_key", "completion": "a_completion", "error": "a_error"}), "answer_key", "left")
-        items = items.withColumn("answer", parse_answer(F.col("a_completion")))
-        out = _checked(items, conf, cached).select(*QA_COLUMNS, *SCORE_COLUMNS[:-1], "qa_drop_reason", "qa_drop_stage")
         out = out.persist(StorageLevel.MEMORY_AND_DISK)
         out.count()  # computed now, before the frames it comes from are released
         return out
     finally:
         for df in cached:
             df.unpersist()
+
+
+def _answered(spark, conf: Config, lake: Lake, run: RunContext, items: DataFrame, a_template: str, values: dict,
+              model: str, result: GenerateResult, cached: list) -> DataFrame:
+    """Question-first mode: the model answers each question (the answer prompt continued)."""
+    a_params = params_json(sampling_params(conf.llm, conf.llm.seed, STOP))
+    items = items.withColumn("a_prompt", fill(a_template, {**values, "question": F.col("question")}))
+    items = items.withColumn(
+        "answer_key", F.when(F.col("question").isNotNull(), call_key_col(F.col("a_prompt"), model, F.lit(a_params)))
+    )
+    items = items.persist(StorageLevel.MEMORY_AND_DISK)
+    cached.append(items)
+    answers = cached_generate(
+        spark, conf, lake, run,
+        items.where(F.col("answer_key").isNotNull()).select(
+            F.col("answer_key").alias("key"), F.col("a_prompt").alias("prompt"), F.lit(a_params).alias("params"), "_group", "_order"
+        ),
+        "answers", model, result.llm,
+    )
+    items = items.join(answers.withColumnsRenamed({"key": "answer_key", "completion": "a_completion", "error": "a_error"}), "answer_key", "left")
+    return items.withColumn("answer", parse_answer(F.col("a_completion")))
 
 
 QA_COLUMNS = [
@@ -326,19 +360,70 @@ QA_COLUMNS = [
 ]
 
 
-def _checked(items: DataFrame, conf: Config, cached: list) -> DataFrame:
-    """Scores and drop reasons: the checks, then duplicates, then the balance across types.
-    Frames persisted here are appended to `cached`."""
-    qa = conf.qa
-    df = with_qa_checks(items, qa.checks)
+def _scored(items: DataFrame, conf: Config, cached: list) -> DataFrame:
+    """The checks' scores and drop reasons (a failed call first). Persisted: appended to `cached`."""
+    df = with_qa_checks(items, conf.qa.checks)
     failed = F.col("q_error").isNotNull() | F.col("a_error").isNotNull()
+    unasked = F.col("q_prompt").isNull()  # answer-first: the paragraph has no span of the type
+    reason = F.when(unasked, F.lit("no_answer_candidate")).when(failed, F.lit("generation_failed"))
     df = df.withColumns({
         "generation_error": F.coalesce("q_error", "a_error"),
-        "qa_drop_reason": F.when(failed, F.lit("generation_failed")).otherwise(F.col("qa_drop_reason")),
-        "qa_drop_stage": F.when(failed, F.lit("generation")).when(F.col("qa_drop_reason").isNotNull(), F.lit("qa_checks")),
+        "qa_drop_reason": F.coalesce(reason, F.col("qa_drop_reason")),
+        "qa_drop_stage": F.when(reason.isNotNull(), F.lit("generation")).when(F.col("qa_drop_reason").isNotNull(), F.lit("qa_checks")),
     })
     df = df.persist(StorageLevel.MEMORY_AND_DISK)  # the scores are computed once for the steps below
     cached.append(df)
+    return df
+
+
+def verify_pairs(spark, conf: Config, lake: Lake, run: RunContext, df: DataFrame, model: str, result: ModelCalls) -> DataFrame:
+    """`qa.verify`: one cached model call per method for each pair the checks kept, then the
+    verification columns (`instructlake.udfs.qa_verify`) and its drop reasons (stage `qa_verify`).
+    Without methods, the columns are null and nothing is called. `df` has the prompts' columns
+    (`title`, `section`, `text`, `topics`, `qa_type`, `question`, `answer`), `qa_drop_reason`,
+    `qa_drop_stage`, `generation_error`, and `_group` / `_order` (the cache's call order)."""
+    verify = conf.qa.verify
+    if not verify.methods:
+        return df.withColumns({c: F.lit(None).cast(t) for c, t in zip(VERIFY_COLUMNS, ("string", "double", "boolean", "string"))})
+    params = params_json(sampling_params(conf.llm, conf.llm.seed, STOP))
+    values = {**_prompt_values(), "question": F.col("question"), "answer": F.col("answer")}
+    kept = F.col("qa_drop_reason").isNull()
+    completions, errors = {}, []
+    for method in METHODS:
+        if method not in verify.methods:
+            completions[method] = F.lit(None).cast("string")
+            continue
+        template = read_prompt(spark, getattr(verify, f"{method}_prompt"), f"qa.verify.{method}_prompt", VERIFY_FIELDS)
+        df = df.withColumn(f"_{method}_prompt", F.when(kept, fill(template, values)))
+        df = df.withColumn(f"_{method}_key", F.when(kept, call_key_col(F.col(f"_{method}_prompt"), model, F.lit(params))))
+        answers = cached_generate(
+            spark, conf, lake, run,
+            df.where(kept).select(F.col(f"_{method}_key").alias("key"), F.col(f"_{method}_prompt").alias("prompt"),
+                                  F.lit(params).alias("params"), "_group", "_order"),
+            f"verify_{method}", model, result.llm,
+        )
+        df = df.join(answers.withColumnsRenamed({"key": f"_{method}_key", "completion": f"_{method}", "error": f"_{method}_error"}),
+                     f"_{method}_key", "left")
+        completions[method] = F.col(f"_{method}")
+        errors.append(F.col(f"_{method}_error"))
+    checked = verify_udf(verify.methods, verify.min_f1)(F.col("answer"), completions["roundtrip"], completions["judge"])
+    df = df.withColumn("_verify", F.when(kept, checked)).select("*", *[F.col(f"_verify.{c}").alias(c) for c in VERIFY_COLUMNS])
+    failed = kept & F.coalesce(*errors).isNotNull()
+    reason = F.when(failed, F.lit("verify_failed")).when(kept, F.col("verify_reason"))
+    df = df.withColumns({
+        "generation_error": F.coalesce("generation_error", *errors),
+        "qa_drop_stage": F.when(reason.isNotNull(), F.lit("qa_verify")).otherwise(F.col("qa_drop_stage")),
+        "qa_drop_reason": F.coalesce("qa_drop_reason", reason),
+    })
+    df = df.drop(*[c for c in df.columns if c.startswith("_") and c not in ("_group", "_order")], "_verify")
+    # Each method's answers are read back by the keys of this frame, which doubles its plan: a
+    # local checkpoint keeps the steps after this one (duplicates, balance) from doubling it again.
+    return df.localCheckpoint()
+
+
+def _finished(df: DataFrame, conf: Config) -> DataFrame:
+    """Duplicates, then the balance across types, then the pair's instruction, response and content id."""
+    qa = conf.qa
     # One normalized question once, across all paragraphs: the first in generation order stays.
     norm = F.trim(F.regexp_replace(F.lower("question"), r"[^\p{L}\p{N}]+", " "))
     first = F.row_number().over(Window.partitionBy("_norm").orderBy("selection_rank", "type_order", "k"))

@@ -22,9 +22,11 @@ without pyplot) and loads nothing from outside.
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import io
 import json
+import os
 from functools import reduce
 from typing import Optional
 
@@ -34,19 +36,22 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from instructlake.core import storage
-from instructlake.core.config import Config
+from instructlake.core.config import CONF_DIR, Config
 from instructlake.core.lake import Lake, read_version
-from instructlake.jobs.sources import format_of
+from instructlake.jobs.sources import FORMATS, format_of
 from instructlake.jobs.sources.base import KEYS  # a pair's key, also the qa table's
 from instructlake.jobs.stages.dedup import STAGE as DEDUP_STAGE
 from instructlake.jobs.stages.formats import seeded_hash
 from instructlake.jobs.stages.generate_code import GENERATED_STAGES, generation_source
 from instructlake.udfs.filters import DROP_REASON, DROP_STAGE, reason_kind, rewrites
+from instructlake.udfs.qa_checks import CHECKS, SCORE_COLUMNS, check_results
 
 MAX_DETAILS = 5        # details of a reason kind listed in full up to this many
-EXAMPLES = 3           # kept examples; and dropped ones per reason kind (EXAMPLES - 1)
+EXAMPLES = 3           # examples per source and outcome (kept, or a drop reason kind)
 EXAMPLE_CHARS = 300    # instruction and response cut to this many characters
+KEPT = "kept"          # the outcome of the kept pairs among the examples' groups
 BINS = 20
+CALIBRATION_FILE = "qa_calibration.json"  # in conf/: the checks' calibration on SQuAD (benchmarks/qa_calibration.py)
 
 
 def stage_order(conf: Config, seen: set[str]) -> list[str]:
@@ -208,34 +213,97 @@ def histograms(df: DataFrame, cols: list[str]) -> dict:
 
 
 def examples(pairs: DataFrame, conf: Config) -> dict:
-    """A few kept pairs and a few dropped ones per reason kind, in seeded hash order, truncated.
+    """{source: {"kept": [...], <reason kind>: [...]}}: the first `EXAMPLES` pairs of each source and
+    outcome in the seeded hash order, their texts cut to `EXAMPLE_CHARS`.
 
-    The rows are picked on narrow columns (the order, the kind, the row keys), so the window's
-    sort moves no texts; then only the picked rows' texts are read, cut to `EXAMPLE_CHARS`.
+    The rows are picked on narrow columns (the order, the source, the kind, the row keys), so the
+    window's sort moves no texts; then only the picked rows' texts are read.
     """
     def cut(c: str) -> Column:
         return F.when(F.length(c) > EXAMPLE_CHARS, F.concat(F.substring(c, 1, EXAMPLE_CHARS), F.lit("…"))).otherwise(F.col(c))
 
-    kind = F.coalesce(reason_kind(F.col(DROP_REASON)), F.lit(""))
-    rank = F.row_number().over(Window.partitionBy("_kind").orderBy("_order", "source_file", "item"))
-    picked = (pairs.select(seeded_hash(conf.export.seed).alias("_order"), kind.alias("_kind"), *KEYS)
-              # a constant bound lets Spark keep only the first rows of each kind before its shuffle
+    kind = F.coalesce(reason_kind(F.col(DROP_REASON)), F.lit(KEPT))
+    rank = F.row_number().over(Window.partitionBy("source", "_kind").orderBy("_order", "source_file", "item"))
+    picked = (pairs.select(seeded_hash(conf.export.seed).alias("_order"), kind.alias("_kind"), "source", *KEYS)
+              # a constant bound lets Spark keep only the first rows of each group before its shuffle
               .withColumn("_n", rank).where(F.col("_n") <= EXAMPLES).collect())
-    picked = [r for r in picked if not (r["_kind"] and r["_n"] > EXAMPLES - 1)]
-    out: dict = {"kept": [], "dropped": {}}
+    out: dict = {}
     if not picked:
         return out
     wanted = reduce(Column.__or__, [reduce(Column.__and__, [F.col(k).eqNullSafe(F.lit(r[k])) for k in KEYS]) for r in picked])
     texts = {
         tuple(r[k] for k in KEYS): r
-        for r in pairs.where(wanted).select(*KEYS, "source", DROP_REASON, cut("instruction").alias("instruction"),
+        for r in pairs.where(wanted).select(*KEYS, DROP_REASON, DROP_STAGE, cut("instruction").alias("instruction"),
                                             cut("response").alias("response")).collect()
     }
-    for r in sorted(picked, key=lambda r: (r["_kind"], r["_n"])):
+    for r in sorted(picked, key=lambda r: (r["source"], r["_kind"] != KEPT, r["_kind"], r["_n"])):
         row = texts[tuple(r[k] for k in KEYS)]
-        item = {k: row[k] for k in ("source", DROP_REASON, "instruction", "response")}
-        (out["kept"] if r["_kind"] == "" else out["dropped"].setdefault(r["_kind"], [])).append(item)
+        item = {k: row[k] for k in (DROP_REASON, DROP_STAGE, "instruction", "response")}
+        out.setdefault(r["source"], {}).setdefault(r["_kind"], []).append(item)
     return out
+
+
+QA_EXAMPLES = 3        # generated question-answer pairs shown per outcome (kept, or a qa drop reason)
+QA_PARAGRAPH_CHARS = 400
+
+
+def qa_section(spark, conf: Config, lake: Lake, manifest: dict) -> Optional[dict]:
+    """The generated question-answer pairs of the release's qa table (None without one): their
+    outcomes (kept, or the drop reason with its stage), the share of the generated pairs each check
+    accepts, the calibration of the checks on SQuAD (`conf/qa_calibration.json`, written by
+    `benchmarks/qa_calibration.py --write`) when the conf's thresholds are the calibrated ones, and
+    the first `QA_EXAMPLES` pairs of each outcome in the seeded order. The rows are few (bounded by
+    `qa.max_paragraphs` x the types): they are read whole."""
+    version = manifest.get("tables", {}).get("qa", {}).get("version")
+    if version is None or not storage.exists(spark, lake.qa):
+        return None
+    qa, _ = read_version(spark, lake.qa, version)
+    order = F.sha2(F.concat_ws(":", F.lit(str(conf.export.seed)), "content_id"), 256)
+    rows = qa.withColumn("_order", order).orderBy("_order").collect()
+    outcomes: dict = {}
+    for r in rows:
+        key = r["qa_drop_reason"] or KEPT
+        o = outcomes.setdefault(key, {"stage": r["qa_drop_stage"], "rows": 0, "examples": []})
+        o["rows"] += 1
+        if len(o["examples"]) < QA_EXAMPLES:
+            paragraph = r["paragraph"] or ""
+            o["examples"].append({
+                "type": r["qa_type"], "question": r["question"], "answer": r["answer"],
+                "paragraph": paragraph[:QA_PARAGRAPH_CHARS] + ("…" if len(paragraph) > QA_PARAGRAPH_CHARS else ""),
+                "answer_location": r["answer_location"] if "answer_location" in r else None,
+            })
+    checked = [r.asDict() for r in rows if r["question"] is not None and r["answer"] is not None and r["generation_error"] is None]
+    accepted = {}
+    if checked and all(c in checked[0] for c in SCORE_COLUMNS[:-1]):
+        results = [check_results(r, r["qa_type"], conf.qa.checks) for r in checked]
+        accepted = {c: sum(x[c] is None for x in results) / len(results) for c in CHECKS}
+        accepted["all checks"] = sum(all(v is None for v in x.values()) for x in results) / len(results)
+    stages = FORMATS["web_text"].stages
+    ordered = sorted(outcomes.items(), key=lambda kv: (kv[0] != KEPT, stages.index(kv[1]["stage"]) if kv[1]["stage"] in stages else 99, -kv[1]["rows"]))
+    return {
+        "rows": len(rows), "generated": len(checked), "kept": outcomes.get(KEPT, {}).get("rows", 0),
+        "outcomes": dict(ordered), "accepted": accepted, "calibration": calibration_for(conf.qa.checks),
+        "verify": list(conf.qa.verify.methods), "mode": conf.qa.mode,
+    }
+
+
+def calibration_for(checks) -> Optional[dict]:
+    """The SQuAD calibration of `checks` from the packaged `conf/qa_calibration.json`, or None when
+    the conf's thresholds differ from the calibrated ones (or the file is missing)."""
+    path = os.path.join(CONF_DIR, CALIBRATION_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:  # a file of the installed package, not of the lake
+        calibration = json.load(f)
+    return calibration if calibration.get("checks") == dataclasses.asdict(checks) else None
+
+
+def summary_rows(conf: Config, counts: dict) -> dict:
+    """{source: {candidates, kept, exported, seed}}: what the report shows first; `seed` is the
+    seed dataset's rows for the label (`export.seed_rows`), or None."""
+    seed = conf.export.seed_rows or {}
+    return {s: {"candidates": c["candidates"], "kept": c["kept"], "exported": c["exported"], "seed": seed.get(s)}
+            for s, c in counts.items()}
 
 
 def build_report(spark, conf: Config, lake: Lake, pairs: DataFrame, manifest: dict, exported: dict,
@@ -251,6 +319,7 @@ def build_report(spark, conf: Config, lake: Lake, pairs: DataFrame, manifest: di
         "run_id": manifest["run_id"],
         "created_at": manifest["created_at"],
         "pairs_version": manifest["tables"]["pairs"]["version"],
+        "summary": summary_rows(conf, counts),
         "stages": stages,
         "funnel": counts,
         "drops": drops,
@@ -263,6 +332,9 @@ def build_report(spark, conf: Config, lake: Lake, pairs: DataFrame, manifest: di
     for key in ("code_execution", "decontamination", "rewrites"):
         if key in manifest:
             report[key] = manifest[key]
+    qa = qa_section(spark, conf, lake, manifest)
+    if qa is not None:
+        report["qa"] = qa
     return report
 
 
@@ -288,15 +360,6 @@ def transposed(rows: list[list[str]]) -> list[list[str]]:
     return [list(col) for col in zip(*rows)]
 
 
-def format_funnel(report: dict) -> str:
-    """The funnel as a plain-text table (the CLI prints it)."""
-    rows = funnel_rows(report)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(f"{v:<{w}}" if i == 0 else f"{v:>{w}}" for i, (v, w) in enumerate(zip(r, widths))) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 # --- HTML ------------------------------------------------------------------------
 
 # Text as outlines (no font needed to view the page) and stable element ids (the same page twice).
@@ -318,38 +381,30 @@ def _svg(fig) -> str:
     return text[text.index("<svg"):]
 
 
+# One colour per drop stage, the kept rows first: the stages in conf order read left to right.
+KEPT_COLOUR = "#2a7ab0"
+STAGE_COLOURS = ["#e0a030", "#c0504d", "#8064a2", "#4bacc6", "#f79646", "#9bbb59", "#7f7f7f", "#d16ba5", "#a0522d",
+                 "#2f4f4f", "#b8860b", "#556b2f"]
+
+
 def funnel_plot(report: dict) -> str:
-    labels = ["candidates", *[f"after {s}" for s in report["stages"]], "exported"]
-    fig, ax = _figure(9, 0.9 + 0.45 * len(labels))
+    """One horizontal bar per source: its kept rows, then the rows each drop stage took, in
+    pipeline order (the conf's filters in conf order), so a bar's length is the source's candidates."""
     sources = list(report["funnel"])
-    height = 0.8 / max(1, len(sources))
-    for i, source in enumerate(sources):
-        c = report["funnel"][source]
-        values = [c["candidates"], *[c["after"].get(s, 0) for s in report["stages"]], c["exported"]]
-        ax.barh([y + i * height for y in range(len(labels))], values, height=height, label=source)
-    ax.set_yticks([y + 0.4 - height / 2 for y in range(len(labels))], labels)
-    ax.invert_yaxis()
-    ax.set_xlabel("rows")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
-    ax.set_title("Rows per source at each stage")
-    return _svg(fig)
-
-
-def drops_plot(report: dict) -> Optional[str]:
-    stages = [s for s in report["stages"] if any(s in by_stage for by_stage in report["drops"].values())]
-    if not stages:
-        return None
-    fig, ax = _figure(9, 0.9 + 0.4 * len(stages))
-    left = [0] * len(stages)
-    for source in report["drops"]:
-        dropped = stage_rows(report["drops"], source)
-        values = [dropped.get(s, 0) for s in stages]
-        ax.barh(stages, values, left=left, label=source)
+    stages = [s for s in report["stages"] if any(stage_rows(report["drops"], src).get(s) for src in sources)]
+    fig, ax = _figure(9, 1.2 + 0.45 * len(sources))
+    left = [0] * len(sources)
+    kept = [report["funnel"][s]["kept"] for s in sources]
+    ax.barh(sources, kept, color=KEPT_COLOUR, label="kept")
+    left = kept
+    for i, stage in enumerate(stages):
+        values = [stage_rows(report["drops"], s).get(stage, 0) for s in sources]
+        ax.barh(sources, values, left=left, color=STAGE_COLOURS[i % len(STAGE_COLOURS)], label=f"dropped: {stage}")
         left = [a + b for a, b in zip(left, values)]
     ax.invert_yaxis()
-    ax.set_xlabel("rows dropped")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
-    ax.set_title("Drops per stage and source")
+    ax.set_xlabel("candidate pairs")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    ax.set_title("Candidates per source: kept, and dropped by stage")
     return _svg(fig)
 
 
@@ -365,8 +420,8 @@ def histogram_plot(column: str, h: dict) -> str:
     return _svg(fig)
 
 
-def _table(rows: list[list], head: bool = True) -> str:
-    out = ["<table>"]
+def _table(rows: list[list], head: bool = True, css: str = "") -> str:
+    out = [f"<table class='{css}'>" if css else "<table>"]
     for i, r in enumerate(rows):
         tag = "th" if head and i == 0 else "td"
         out.append("<tr>" + "".join(f"<{tag}>{html.escape(str(v))}</{tag}>" for v in r) + "</tr>")
@@ -377,8 +432,8 @@ def _table(rows: list[list], head: bool = True) -> str:
 def _drops_rows(report: dict) -> list[list]:
     rows = [["source", "stage", "reason kind", "rows", "details"]]
     for source, stages in report["drops"].items():
-        for stage, kinds in stages.items():
-            for kind, d in kinds.items():
+        for stage in sorted(stages, key=lambda st: report["stages"].index(st) if st in report["stages"] else len(report["stages"])):
+            for kind, d in stages[stage].items():
                 details = ", ".join(f"{k} ({n})" for k, n in d["details"].items()) if d["details"] else f"{d['distinct']} distinct"
                 if d["details"] and list(d["details"]) == [kind]:
                     details = ""
@@ -386,17 +441,81 @@ def _drops_rows(report: dict) -> list[list]:
     return rows
 
 
-def _examples_html(report: dict) -> str:
-    def block(title: str, items: list[dict]) -> str:
-        body = "".join(
-            f"<div class='ex'><div class='meta'>{html.escape(e['source'])}{' · ' + html.escape(e[DROP_REASON]) if e[DROP_REASON] else ''}</div>"
-            f"<pre><b>instruction:</b> {html.escape(e['instruction'] or '')}\n<b>response:</b> {html.escape(e['response'] or '')}</pre></div>"
-            for e in items
-        )
-        return f"<h3>{html.escape(title)}</h3>{body}"
+def _summary_html(report: dict) -> str:
+    rows = [["source", "candidates", "kept", "exported", "the seed's rows", "kept of candidates"]]
+    for s, c in report["summary"].items():
+        share = f"{c['kept'] / c['candidates']:.0%}" if c["candidates"] else "-"
+        rows.append([s, c["candidates"], c["kept"], c["exported"], c["seed"] if c["seed"] is not None else "-", share])
+    total = [sum(c[k] for c in report["summary"].values()) for k in ("candidates", "kept", "exported")]
+    rows.append(["(total)", *total, "", f"{total[1] / total[0]:.0%}" if total[0] else "-"])
+    return _table(rows, css="summary")
 
-    ex = report["examples"]
-    return block("kept", ex["kept"]) + "".join(block(f"dropped: {k}", v) for k, v in ex["dropped"].items())
+
+def _pager(group: str, title: str, cards: list[tuple[str, str]]) -> str:
+    """One pager: a group's cards (meta line, body HTML), one shown at a time, with buttons to step."""
+    shown = "".join(
+        f"<div class='ex' data-i='{i}'{'' if i == 0 else ' hidden'}><div class='meta'>{meta} · {i + 1} of {len(cards)}</div>"
+        f"<pre>{body}</pre></div>"
+        for i, (meta, body) in enumerate(cards)
+    )
+    nav = "<button class='prev' type='button'>&larr; previous</button><button class='next' type='button'>next &rarr;</button>" \
+        if len(cards) > 1 else ""
+    return f"<div class='pager' data-group='{html.escape(group)}'><h4>{html.escape(title)}</h4>{nav}{shown}</div>"
+
+
+def _examples_html(report: dict) -> str:
+    """Per source, a pager per outcome (kept, then each drop reason kind): one pair at a time,
+    with buttons to step through the group's examples."""
+    blocks = []
+    for source, groups in report["examples"].items():
+        pagers = [
+            _pager(f"{source}/{kind}", kind, [
+                (f"{html.escape(e[DROP_REASON] or 'kept')}{' · stage ' + html.escape(e[DROP_STAGE]) if e[DROP_STAGE] else ''}",
+                 f"<b>instruction:</b> {html.escape(e['instruction'] or '')}\n<b>response:</b> {html.escape(e['response'] or '')}")
+                for e in items
+            ])
+            for kind, items in groups.items()
+        ]
+        blocks.append(f"<h3>{html.escape(source)}</h3><div class='pagers'>{''.join(pagers)}</div>")
+    return "".join(blocks) or "<p>No pair.</p>"
+
+
+def _qa_html(qa: dict) -> str:
+    """The generated question-answer pairs: outcomes, each check's acceptance beside its SQuAD
+    calibration, and examples per outcome."""
+    verify = ", ".join(qa["verify"]) if qa["verify"] else "off (the model-free checks decide)"
+    head = (f"<p>{qa['rows']} questions asked ({qa['mode'].replace('_', '-')}), {qa['generated']} generated in full, "
+            f"{qa['kept']} kept. Model-based verification (qa.verify): {html.escape(verify)}.</p>")
+    outcomes = _table([["outcome", "stage", "rows"], *[[k, o["stage"] or "", o["rows"]] for k, o in qa["outcomes"].items()]])
+    cal = qa["calibration"]
+    sets = list(cal["sets"]) if cal else []
+    rows = [["check", "generated pairs accepted", *[f"SQuAD {s} accepted" for s in sets]]]
+    for check in [*CHECKS, "all checks"]:
+        mine = qa["accepted"].get(check)
+        rows.append([check, f"{mine:.0%}" if mine is not None else "", *[f"{cal['sets'][s][check]:.0%}" for s in sets]])
+    note = (f"<p class='muted'>SQuAD: {html.escape(cal['data'])}; right = the human answer, the others planted wrong answers "
+            "(benchmarks/qa_calibration.py).</p>" if cal else
+            "<p class='muted'>No calibration for these thresholds: run benchmarks/qa_calibration.py --write conf/qa_calibration.json.</p>")
+    pagers = [
+        _pager(f"qa/{outcome}", outcome, [
+            (f"{html.escape(e['type'] or '')} · {html.escape(outcome)}",
+             f"<b>question:</b> {html.escape(e['question'] or '')}\n<b>answer:</b> {html.escape(e['answer'] or '')}\n"
+             f"<b>paragraph:</b> {html.escape(e['paragraph'])}")
+            for e in o["examples"]
+        ])
+        for outcome, o in qa["outcomes"].items() if o["examples"]
+    ]
+    return (f"<section id='qa'><h2>Synthetic question-answer pairs</h2>{head}{outcomes}{_table(rows)}{note}"
+            f"<div class='pagers'>{''.join(pagers)}</div></section>")
+
+
+def _decontamination_html(dc: dict) -> str:
+    rows = [["filter", "benchmark", "format", "items", "items shorter than n", "distinct n-grams", "files (sha256)"]]
+    for key, summary in dc.items():
+        for b in summary["benchmarks"]:
+            files = "; ".join(f"{f['uri'].rsplit('/', 1)[-1]} ({f['sha256'][:12]})" for f in b["files"])
+            rows.append([f"{key} ({summary['ngram']}-grams)", b["name"], b["format"], b["items"], b["items_short"], b["ngrams"], files])
+    return f"<h2>Decontamination</h2>{_table(rows)}"
 
 
 def _notes_html(report: dict) -> str:
@@ -411,9 +530,10 @@ def _notes_html(report: dict) -> str:
         rows = [["source", "rows rewritten", "what"], *[[s, v["rows"], ", ".join(f"{t} ({n})" for t, n in v["tags"].items())]
                                                         for s, v in by_source.items()]]
         parts.append(f"<h2>Texts rewritten by {html.escape(key)}</h2>{_table(rows)}")
-    dc = report.get("decontamination")
-    if dc:
-        parts.append(f"<h2>Decontamination</h2><pre>{html.escape(json.dumps(dc, indent=2))}</pre>")
+    if report.get("decontamination"):
+        parts.append(_decontamination_html(report["decontamination"]))
+    if report.get("qa"):
+        parts.append(_qa_html(report["qa"]))
     return "".join(parts)
 
 
@@ -421,53 +541,72 @@ STYLE = """
 body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1150px}
 table{border-collapse:collapse;margin:8px 0 16px;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
 td:first-child,th:first-child{text-align:left}th{background:#f0f0f0}
+table.summary{font-size:15px}table.summary td,table.summary th{padding:5px 12px}
 .plots{display:flex;flex-wrap:wrap;gap:8px}.plots svg{width:360px;height:auto}.wide svg{width:900px;height:auto}
 pre{white-space:pre-wrap;word-break:break-word;background:#f7f7f7;padding:6px;font-size:12px;margin:2px 0}
-.ex{margin-bottom:10px}.meta{font-size:12px;color:#555}.warn{background:#fde8e8;border:1px solid #d33;padding:6px}
+.pagers{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:10px}
+.pager{border:1px solid #ddd;padding:6px}.pager h4{margin:0 0 4px;display:inline-block;margin-right:8px}
+.pager button{font-size:12px;margin-right:4px}.meta{font-size:12px;color:#555}
+.warn{background:#fde8e8;border:1px solid #d33;padding:6px}.muted{color:#666;font-size:13px}
 """
-# After load, the page writes how many plots it drew with a non-zero size (a rendering check).
-CHECK = """
+# The pagers' buttons; and, after load, what was drawn: every plot's size and the places of the page's
+# parts, as data attributes of <body> (what a test reads back from the rendered page).
+SCRIPT = """
 <script>
+document.querySelectorAll('.pager').forEach(function (p) {
+  var cards = p.querySelectorAll('.ex'), at = 0;
+  function show(i) { at = (i + cards.length) % cards.length; cards.forEach(function (c, j) { c.hidden = j !== at; }); }
+  var prev = p.querySelector('.prev'), next = p.querySelector('.next');
+  if (prev) prev.addEventListener('click', function () { show(at - 1); });
+  if (next) next.addEventListener('click', function () { show(at + 1); });
+});
 window.addEventListener('load', function () {
   var plots = document.querySelectorAll('svg'), drawn = 0;
   plots.forEach(function (s) { var r = s.getBoundingClientRect(); if (r.width > 0 && r.height > 0) drawn++; });
-  var p = document.getElementById('render-check');
-  p.textContent = drawn + ' of ' + plots.length + ' plots rendered';
-  p.setAttribute('data-rendered', String(drawn));
-  p.setAttribute('data-plots', String(plots.length));
+  var body = document.body;
+  body.setAttribute('data-plots', String(plots.length));
+  body.setAttribute('data-rendered', String(drawn));
+  ['summary', 'funnel', 'drops', 'examples'].forEach(function (id) {
+    var r = document.getElementById(id).getBoundingClientRect();
+    body.setAttribute('data-box-' + id, [r.left, r.top, r.width, r.height].map(Math.round).join(','));
+  });
+  var pager = document.querySelector('.pager .next');
+  if (pager) {
+    var box = pager.closest('.pager'), before = box.querySelector('.ex:not([hidden])').dataset.i;
+    pager.click();
+    var after = box.querySelector('.ex:not([hidden])').dataset.i;
+    pager.closest('.pager').querySelector('.prev').click();
+    body.setAttribute('data-pager', [before, after, box.querySelector('.ex:not([hidden])').dataset.i].join(','));
+  }
 });
 </script>
 """
 
 
 def render_html(report: dict) -> str:
-    """report.html: tables, inline SVG plots and examples, with no external resource."""
-    rows = funnel_rows(report)
+    """report.html: the summary first, then the funnel chart, tables, plots and examples; no external resource."""
     title = f"{report['name']}: export {report['run_id']}"
     hist = "".join(histogram_plot(c, h) for c, h in report["histograms"].items())
-    drops = drops_plot(report) or "<p>No row was dropped.</p>"
     files = _table([["file", "rows"], *[[f["file"], f["rows"]] for f in report["files"]]])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style></head>
 <body>
 <h1>{html.escape(title)}</h1>
-<p>Pairs table version {report['pairs_version']}, created {html.escape(report['created_at'])}.
-Validation fraction {report['validation_fraction']}. <span id="render-check" data-rendered="0"></span></p>
+<p class="muted">Pairs table version {report['pairs_version']}, created {html.escape(report['created_at'])};
+validation fraction {report['validation_fraction']}.</p>
+<section id="summary"><h2>Summary</h2>{_summary_html(report)}
+<p class="muted">For a web-text source the candidates are the questions generated from the selected paragraphs.</p></section>
+<section id="funnel"><h2>Funnel</h2><div class="wide">{funnel_plot(report)}</div>
+<details><summary>The funnel as a table: rows after each stage</summary>{_table(transposed(funnel_rows(report)))}</details></section>
+<section id="drops"><h2>Drops by stage and reason</h2>{_table(_drops_rows(report))}</section>
 {_notes_html(report)}
-<h2>Funnel</h2>
-{_table(transposed(rows))}
-<p>For a web-text source, the rows ingested are paragraphs and the candidates are the questions generated from the selected ones.</p>
-<div class="wide">{funnel_plot(report)}</div>
-<h2>Drops per reason</h2>
-{_table(_drops_rows(report))}
-<div class="wide">{drops}</div>
 <h2>Distributions</h2>
 <div class="plots">{hist}</div>
 <h2>Files</h2>
 {files}
-<h2>Examples</h2>
+<section id="examples"><h2>Examples</h2>
 <p>Offensive or harmful text may appear below: the red-team source holds it on purpose.</p>
-{_examples_html(report)}
-{CHECK}
+{_examples_html(report)}</section>
+{SCRIPT}
 </body></html>
 """

@@ -175,3 +175,31 @@ def test_no_paragraph_selected_makes_no_call(spark, tmp_path):
     assert "generations" not in result.tables
     reasons = {r["drop_reason"] for r in spark.read.format("delta").load(lake.paragraphs).collect()}
     assert reasons == {"paragraph_too_short"}
+
+
+def test_report_shows_the_qa_section(spark, two_runs):
+    """The release's report: the generated pairs' outcomes, each check's acceptance recomputed from
+    the qa table, the SQuAD calibration of the default thresholds, and examples per outcome."""
+    from dataclasses import replace
+
+    from instructlake.jobs.stages.report import QA_EXAMPLES, calibration_for
+    from instructlake.udfs.qa_checks import check_results
+
+    conf, tmp, first, *_ = two_runs
+    release = release_dir(tmp / "out")
+    qa = json.loads((release / "report.json").read_text(encoding="utf-8"))["qa"]
+    rows = spark.read.format("delta").load(Lake.of(conf).qa).collect()
+    assert qa["rows"] == len(rows) == sum(o["rows"] for o in qa["outcomes"].values())
+    assert qa["kept"] == first.export.manifest["counts"]["synthetic_qa"]["kept"] and qa["mode"] == "answer_first"
+    assert list(qa["outcomes"])[0] == "kept" and qa["outcomes"]["no_answer_candidate"]["stage"] == "generation"
+    assert all(len(o["examples"]) == min(o["rows"], QA_EXAMPLES) for o in qa["outcomes"].values())
+    asked = [r.asDict() for r in rows if r["question"] is not None]
+    results = [check_results(r, r["qa_type"], conf.qa.checks) for r in asked]
+    assert qa["generated"] == len(asked) and set(qa["accepted"]) == {*CHECKS, "all checks"}
+    for check in CHECKS:
+        assert qa["accepted"][check] == sum(x[check] is None for x in results) / len(results)
+    calibration = qa["calibration"]
+    assert calibration["sets"]["right"]["all checks"] >= 0.80 and calibration["sets"]["other_answer"]["all checks"] <= 0.25
+    assert calibration_for(replace(conf.qa.checks, min_answer_location=0.5)) is None  # other thresholds: no figures
+    page = (release / "report.html").read_text(encoding="utf-8")
+    assert "<section id='qa'>" in page and "SQuAD right accepted" in page and "data-group='qa/kept'" in page

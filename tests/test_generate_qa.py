@@ -28,6 +28,16 @@ REASONS = {
 }
 
 
+# The embedded model's greedy completions can differ between two fresh lakes (llama.cpp reuses the
+# previous prompt's evaluated prefix, so a completion depends slightly on the call before it): the
+# generate tests relax the checks the model's wording decides, so that the asked questions are kept
+# whatever it writes; the checks themselves are tested on fixed texts (tests/test_qa_checks.py).
+RELAXED = [
+    "qa.checks.min_question_grounding=0", "qa.checks.max_copy_overlap=1", "qa.checks.min_answer_location=0",
+    "qa.checks.require_question_mark=false", "qa.checks.question_min_chars=0",
+]
+
+
 def parts(out: Path) -> list:
     return [e for p in sorted(release_dir(out).glob("*_part*.json")) for e in json.loads(p.read_text(encoding="utf-8"))]
 
@@ -35,7 +45,7 @@ def parts(out: Path) -> list:
 @pytest.fixture(scope="module")
 def two_runs(spark, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("qa")
-    conf = local_conf(tmp, *WEB_ONLY, "qa.max_paragraphs=2")
+    conf = local_conf(tmp, *WEB_ONLY, "qa.max_paragraphs=2", *RELAXED)
     lake = Lake.of(conf)
     first = run_pipeline(spark, conf, RunContext(run_id="run-1"))
     tables = [lake.paragraphs, lake.qa, lake.generations, lake.pairs]
@@ -72,7 +82,7 @@ def test_pairs_reach_silver_and_the_json_parts(spark, two_runs):
     for r in kept:
         row = qa[(r["source_file"], r["row_index"], r["item"])]
         assert r["instruction"] == f"Read the text and answer the question.\n{row['paragraph']}\n{row['question']}"
-        assert r["response"] == row["answer"] and row["grounding"] >= 0.75 and row["question"].endswith("?")
+        assert r["response"] == row["answer"] and row["grounding"] >= 0.75
         assert row["question"].lower().startswith(row["qa_type"])
         assert row["answer"] in row["paragraph"]  # answer first: a span of the paragraph by construction
 
@@ -111,18 +121,15 @@ def test_changed_checks_rescore_from_the_cache(spark, two_runs):
 
     conf, tmp, first, *_ = two_runs
     lake = Lake.of(conf)
-    loose = local_conf(tmp, *WEB_ONLY, "qa.max_paragraphs=2", "qa.checks.min_question_grounding=0.0", "qa.checks.max_copy_overlap=1.0",
-                       "qa.balance_ratio=null")
-    result = run_generate(spark, loose, RunContext(run_id="run-3"))
-    assert (result.calls, result.cache_hits) == (0, 4)
-    assert result.kept >= first.generate.kept
-    pairs = run_pairs(spark, loose, RunContext(run_id="run-3"))  # incremental: the changed rows only
-    kept = {(s, r): n for s, r, n in pairs.counts}
-    assert kept.get(("synthetic_qa", None), 0) >= first.generate.kept
-    reasons = {r for _, r, _ in pairs.counts}
-    assert not reasons & {"question_not_grounded", "answer_copies_question", "over_type_quota"}, reasons
+    # Answers of at most one character: every answer (a span of the paragraph) is now too long.
+    strict = local_conf(tmp, *WEB_ONLY, "qa.max_paragraphs=2", *RELAXED, "qa.checks.answer_max_chars=1")
+    result = run_generate(spark, strict, RunContext(run_id="run-3"))
+    assert (result.calls, result.cache_hits, result.kept) == (0, 4, 0)
+    pairs = run_pairs(spark, strict, RunContext(run_id="run-3"))  # incremental: the changed rows only
+    reasons = {r: n for s, r, n in pairs.counts if s == "synthetic_qa"}
+    assert reasons == {"answer_too_long": 4, "no_answer_candidate": 8}
     changed = spark.read.format("delta").load(lake.pairs).where(F.col("pairs_run_id") == "run-3").count()
-    assert 0 < changed <= 12
+    assert changed == 4
     run_generate(spark, conf, RunContext())  # back to the fixture's conf, still without a model call
 
 
@@ -182,6 +189,7 @@ def test_report_shows_the_qa_section(spark, two_runs):
     the qa table, the SQuAD calibration of the default thresholds, and examples per outcome."""
     from dataclasses import replace
 
+    from instructlake.core.config import QaChecks
     from instructlake.jobs.stages.report import QA_EXAMPLES, calibration_for
     from instructlake.udfs.qa_checks import check_results
 
@@ -198,8 +206,9 @@ def test_report_shows_the_qa_section(spark, two_runs):
     assert qa["generated"] == len(asked) and set(qa["accepted"]) == {*CHECKS, "all checks"}
     for check in CHECKS:
         assert qa["accepted"][check] == sum(x[check] is None for x in results) / len(results)
-    calibration = qa["calibration"]
+    assert qa["calibration"] is None  # the fixture's relaxed thresholds were not calibrated
+    calibration = calibration_for(QaChecks())  # the default ones were
     assert calibration["sets"]["right"]["all checks"] >= 0.80 and calibration["sets"]["other_answer"]["all checks"] <= 0.25
-    assert calibration_for(replace(conf.qa.checks, min_answer_location=0.5)) is None  # other thresholds: no figures
+    assert calibration_for(replace(QaChecks(), min_answer_location=0.5)) is None
     page = (release / "report.html").read_text(encoding="utf-8")
-    assert "<section id='qa'>" in page and "SQuAD right accepted" in page and "data-group='qa/kept'" in page
+    assert "<section id='qa'>" in page and "No calibration for these thresholds" in page and "data-group='qa/kept'" in page

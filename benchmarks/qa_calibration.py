@@ -47,6 +47,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.run_bench import aligned  # noqa: E402
+
 SHARED = Path(os.environ.get("INSTRUCTLAKE_SHARED_DATA", REPO.parent / "shared" / "data"))
 DEFAULT_SQUAD = [SHARED / "squad" / "v1.1-dev-halves" / "dev-v1.1.json", SHARED / "squad" / "v1.1-dev-halves" / "test-v1.1.json"]
 SETS = ("right", "other_answer", "same_kind", "same_sentence")
@@ -142,34 +144,23 @@ def planted(questions: list[dict], seed: int = 0) -> dict[str, list[Pair]]:
     return out
 
 
-def check_table(sets: dict[str, list[Pair]], checks) -> tuple[dict[str, dict[str, float]], dict[str, list[dict]]]:
-    """({set: {check or "all checks": share accepted}}, {set: per-pair check results})."""
-    from instructlake.udfs.qa_checks import CHECKS, check_results, score_qa
+def scored(sets: dict[str, list[Pair]]) -> dict[str, list[dict]]:
+    """{set: the scores of each pair}: computed once, whatever the thresholds."""
+    from instructlake.udfs.qa_checks import score_qa
 
-    shares, results = {}, {}
-    for name, pairs in sets.items():
-        rows = [check_results(score_qa(None, p.question, p.answer, p.paragraph), None, checks) for p in pairs]
-        n = max(len(rows), 1)
-        shares[name] = {c: sum(r[c] is None for r in rows) / n for c in CHECKS}
-        shares[name]["all checks"] = sum(all(v is None for v in r.values()) for r in rows) / n
-        results[name] = rows
-    return shares, results
+    return {name: [score_qa(None, p.question, p.answer, p.paragraph) for p in pairs] for name, pairs in sets.items()}
 
 
-def tradeoff(sets: dict[str, list[Pair]], checks, key: str, steps) -> list[tuple[float, dict[str, float]]]:
+def check_table(scores: dict[str, list[dict]], checks) -> dict[str, dict[str, float]]:
+    """{set: {check or "all checks": share accepted}} of the sets' `scored` under `checks`."""
+    from instructlake.udfs.qa_checks import acceptance, failed_checks
+
+    return {name: acceptance(failed_checks(s, None, checks) for s in rows) for name, rows in scores.items()}
+
+
+def tradeoff(scores: dict[str, list[dict]], checks, key: str, steps) -> list[tuple[float, dict[str, float]]]:
     """All checks' acceptance per set with `checks.<key>` set to each step."""
-    return [(step, check_table(sets, dataclasses.replace(checks, **{key: step}))[0]) for step in steps]
-
-
-def aligned(rows: list[tuple], right: int = 1) -> list[str]:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for k, r in enumerate(rows):
-        cells = [f"{str(v):<{w}}" if i < right else f"{str(v):>{w}}" for i, (v, w) in enumerate(zip(r, widths))]
-        lines.append("  ".join(cells).rstrip())
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return lines
+    return [(step, check_table(scores, dataclasses.replace(checks, **{key: step}))) for step in steps]
 
 
 def verify_shares(conf, sets: dict[str, list[Pair]], n: int, seed: int = 0) -> dict[str, float]:
@@ -249,14 +240,15 @@ def main(argv=None) -> int:
     if squad:
         started = time.monotonic()
         sets = planted(squad_questions(squad))
-        shares, _ = check_table(sets, checks)
+        scores = scored(sets)
+        shares = check_table(scores, checks)
         header = ("check", *(f"{s} (n={len(sets[s])})" for s in SETS))
         print("\nShare accepted, each check on its own and all together (SQuAD v1.1 dev, planted wrong answers):")
-        print("\n".join(aligned([header] + [(c, *(f"{shares[s][c]:.1%}" for s in SETS)) for c in (*CHECKS, "all checks")])))
+        print(aligned([header] + [(c, *(f"{shares[s][c]:.1%}" for s in SETS)) for c in (*CHECKS, "all checks")], left=(0,)))
         for key, steps in (("min_answer_location", LOCATION_STEPS), ("min_question_grounding", QUESTION_STEPS)):
             print(f"\nAll checks with qa.checks.{key} at:")
-            rows = tradeoff(sets, checks, key, steps)
-            print("\n".join(aligned([(key, *SETS)] + [(f"{step:g}", *(f"{t[s]['all checks']:.1%}" for s in SETS)) for step, t in rows])))
+            rows = tradeoff(scores, checks, key, steps)
+            print(aligned([(key, *SETS)] + [(f"{step:g}", *(f"{t[s]['all checks']:.1%}" for s in SETS)) for step, t in rows], left=(0,)))
         if args.write:
             data = f"SQuAD v1.1 dev ({', '.join(p.name for p in squad)}), {len(sets['right'])} questions of a recognized type"
             calibration = {"data": data, "checks": dataclasses.asdict(checks), "n": {s: len(sets[s]) for s in SETS},

@@ -245,11 +245,11 @@ def table(rows: list[dict]) -> str:
     return aligned(lines)
 
 
-def aligned(lines: list[list[str]]) -> str:
-    """Rows of cells as a text table: the first row a header, then a rule; the second column
-    to the left, the others to the right."""
+def aligned(lines: list[list[str]], left: tuple[int, ...] = (1,)) -> str:
+    """Rows of cells as a text table: the first row a header, then a rule; the columns of `left`
+    (default: the second) to the left, the others to the right."""
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    out = ["  ".join(c.ljust(w) if i == 1 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in lines]
+    out = ["  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in lines]
     out.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(out)
 

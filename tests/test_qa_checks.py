@@ -226,12 +226,12 @@ def test_calibration_on_squad_with_planted_wrong_answers():
     import sys
 
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from qa_calibration import check_table, planted
+    from qa_calibration import check_table, planted, scored
 
     pairs = squad_pairs()
     assert len(pairs) == 10570
     sets = planted([qa for qa in pairs if question_type(qa["question"])[0] is not None])
-    shares, _ = check_table({k: sets[k] for k in ("right", "other_answer")}, CHECKS_CONF)
+    shares = check_table(scored({k: sets[k] for k in ("right", "other_answer")}), CHECKS_CONF)
     assert len(sets["right"]) == 10460 and len(sets["other_answer"]) > 10000
     assert shares["right"]["all checks"] >= 0.80 and shares["other_answer"]["all checks"] <= 0.25, shares
     assert shares["right"]["question_form"] >= 0.95 and shares["right"]["grounding"] >= 0.95, shares

@@ -70,7 +70,7 @@ import json
 import math
 import re
 import string
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import pandas as pd
 from pyspark.sql import functions as F
@@ -405,6 +405,23 @@ def check_results(scores: dict, qa_type: Optional[str], checks) -> dict[str, Opt
     return out
 
 
+def failed_checks(scores: dict, qa_type: Optional[str], checks) -> list[str]:
+    """The checks (in `CHECKS` order) that a scored pair fails."""
+    results = check_results(scores, qa_type, checks)
+    return [c for c in CHECKS if results[c] is not None]
+
+
+def acceptance(failed: Iterable[list[str]]) -> dict[str, float]:
+    """{check: share of the pairs it accepts, "all checks": share that fail none} from each pair's
+    `failed_checks`; {} for no pair."""
+    rows = list(failed)
+    if not rows:
+        return {}
+    out = {c: sum(c not in f for f in rows) / len(rows) for c in CHECKS}
+    out["all checks"] = sum(not f for f in rows) / len(rows)
+    return out
+
+
 def drop_reason(scores: dict, qa_type: Optional[str], checks) -> Optional[str]:
     """The first failing check's reason (in `CHECKS` order), or None when the pair passes them all."""
     results = check_results(scores, qa_type, checks)
@@ -438,6 +455,34 @@ def qa_checks_udf(checks):
             )
 
     return score
+
+
+def _python(value):
+    """A pandas cell as plain Python: None for null and NaN, Python numbers and booleans."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def check_acceptance(df, checks, qa_type: str = "qa_type") -> dict[str, float]:
+    """`acceptance` over the scored rows of `df` (those with `question_chars`), as one Spark
+    aggregation: only the counts reach the driver."""
+    columns = SCORE_COLUMNS[:-1]
+
+    @F.pandas_udf("array<string>")
+    def failed(scores: pd.DataFrame, types: pd.Series) -> pd.Series:
+        return pd.Series([
+            failed_checks({k: _python(v) for k, v in row.items()}, t, checks)
+            for row, t in zip(scores.to_dict("records"), types)
+        ])
+
+    scored = df.where(F.col("question_chars").isNotNull()).select(failed(F.struct(*columns), F.col(qa_type)).alias("_f"))
+    counts = scored.agg(
+        F.count(F.lit(1)).alias("n"), F.sum((F.size("_f") == 0).cast("int")).alias("all checks"),
+        *[F.sum((~F.array_contains("_f", c)).cast("int")).alias(c) for c in CHECKS],
+    ).first()
+    n = counts["n"]
+    return {c: counts[c] / n for c in (*CHECKS, "all checks")} if n else {}
 
 
 def with_qa_checks(df, checks, qa_type="qa_type", question="question", answer="answer", paragraph="text"):

@@ -72,12 +72,12 @@ from instructlake.jobs.sources.code import (
     EXEC_COLUMNS, EXECUTION, exec_key_col, exec_reason, executions_at, pair_content_id, sandbox_settings, tests_instruction,
 )
 from instructlake.jobs.sources.mbpp import mbpp_split_col
-from instructlake.jobs.stages.generate_qa import ModelCalls, cached_generate, read_prompt
+from instructlake.jobs.stages.generate_qa import ModelCalls, cached_generate, model_of, read_prompt
 from instructlake.udfs.codegen import (
     STOP, TASK_SEED, example_text, function_prompt, near_duplicates, parse_function, pick_examples, seed_starts_task, task_seed,
     task_seed_lines, task_shingles,
 )
-from instructlake.udfs.llm import call_key, model_id, params_json, sampling_params
+from instructlake.udfs.llm import call_key, params_json, sampling_params
 from instructlake.udfs.sandbox import EXEC_SCHEMA, SandboxUnavailableError, execute_udf, run_program
 
 log = logging.getLogger("instructlake.generate")
@@ -206,7 +206,7 @@ def build_functions(spark, conf: Config, lake: Lake, run: RunContext, source: So
     if seeds and "{" + TASK_SEED + "}" not in template:
         log.warning("functions: code.generate.task_seeds is set but %s has no {%s}: no seed is used", gen.prompt, TASK_SEED)
         seeds = []
-    model = model_id(conf.llm)
+    model = model_of(conf)
     llm = dataclasses.replace(conf.llm, max_tokens=gen.max_tokens)
     rows = []
     for i, task_ids, seed, prompt in _prompts(spark, conf, lake, source, template, seeds):

@@ -189,6 +189,14 @@ def build_paragraphs(spark, conf: Config, lake: Lake) -> tuple[DataFrame, dict[s
 
 # --- model calls, through the cache -------------------------------------------
 
+def model_of(conf: Config) -> str:
+    """The conf's model id (the model part of every call's key), or one clear GenerationError."""
+    try:
+        return model_id(conf.llm)
+    except LlmUnavailableError as e:
+        raise GenerationError(str(e)) from None
+
+
 def _unavailable(step: str):
     """The step's `on_error`: a worker's LlmUnavailableError as one clear line."""
     def explain(error: Exception, done: int, wanted: int) -> Optional[Exception]:
@@ -477,11 +485,7 @@ def run_generate(spark, conf: Config, run: RunContext | None = None) -> Optional
         return None
     lake = Lake.of(conf)
     started = time.monotonic()
-    result = GenerateResult()
-    try:
-        result.model = model_id(conf.llm)
-    except LlmUnavailableError as e:
-        raise GenerationError(str(e)) from None
+    result = GenerateResult(model=model_of(conf))
     prompts = read_prompts(spark, conf)
     paragraphs, versions = build_paragraphs(spark, conf, lake)
     paragraphs = paragraphs.persist(StorageLevel.MEMORY_AND_DISK)

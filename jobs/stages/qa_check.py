@@ -31,12 +31,10 @@ from pyspark.sql import functions as F
 
 from instructlake.core import storage
 from instructlake.core.config import Config
-from instructlake.core.errors import GenerationError
 from instructlake.core.lake import Lake, RunContext
-from instructlake.jobs.stages.generate_qa import ModelCalls, verify_pairs
-from instructlake.udfs.llm import LlmUnavailableError, model_id
+from instructlake.jobs.stages.generate_qa import ModelCalls, model_of, verify_pairs
 from instructlake.udfs.qa_checks import (
-    CHECKS, RECORD_COLUMNS, SCORE_COLUMNS, check_results, parse_records_udf, verdict_lines_udf, with_qa_checks,
+    RECORD_COLUMNS, SCORE_COLUMNS, check_acceptance, parse_records_udf, verdict_lines_udf, with_qa_checks,
 )
 from instructlake.udfs.qa_verify import VERIFY_COLUMNS
 
@@ -80,13 +78,7 @@ def run_qa_check(spark, conf: Config, inputs: list[str], output: str, run: RunCo
         "text": F.col("context"), "title": F.lit(""), "section": F.lit(""), "topics": F.array().cast("array<string>"),
         "_group": F.floor(F.col("line") / 64).cast("int"), "_order": F.col("line"),
     })
-    if conf.qa.verify.methods:
-        try:
-            model = model_id(conf.llm)
-        except LlmUnavailableError as e:
-            raise GenerationError(str(e)) from None
-    else:
-        model = ""
+    model = model_of(conf) if conf.qa.verify.methods else ""
     df = verify_pairs(spark, conf, Lake.of(conf), run, df, model, result)
     out_columns = ["line", *SCORE_COLUMNS[:-1], *(VERIFY_COLUMNS[:-1] if conf.qa.verify.methods else []), "drop_reason", "drop_stage"]
     df = df.withColumnsRenamed({"qa_drop_reason": "drop_reason", "qa_drop_stage": "drop_stage"})
@@ -94,15 +86,19 @@ def run_qa_check(spark, conf: Config, inputs: list[str], output: str, run: RunCo
     df = df.withColumn("_json", verdict_lines_udf()(F.col("value"), verdict)).persist()
     try:
         _write(spark, df.orderBy("line").select("_json"), result.output)
-        rows = df.select(*SCORE_COLUMNS[:-1], "qa_type", "drop_reason", "drop_stage", "input_reason").collect()
+        # Counts and shares are aggregated by Spark: the verdicts themselves stay in the file.
+        groups = df.groupBy("drop_reason", "drop_stage").count().collect()
+        result.accepted = check_acceptance(df, conf.qa.checks)
     finally:
         df.unpersist()
-    result.rows = len(rows)
-    result.kept = sum(1 for r in rows if r["drop_reason"] is None)
-    result.reasons = dict(Counter(r["drop_reason"] for r in rows if r["drop_reason"] is not None).most_common())
-    result.stages = dict(Counter(r["drop_stage"] for r in rows if r["drop_stage"] is not None).most_common())
-    checked = [check_results(r.asDict(), r["qa_type"], conf.qa.checks) for r in rows if r["input_reason"] is None]
-    result.accepted = {c: sum(x[c] is None for x in checked) / len(checked) for c in CHECKS} if checked else {}
+    result.rows = sum(g["count"] for g in groups)
+    result.kept = sum(g["count"] for g in groups if g["drop_reason"] is None)
+    for key, field_ in (("drop_reason", "reasons"), ("drop_stage", "stages")):
+        totals = Counter()
+        for g in groups:
+            if g[key] is not None:
+                totals[g[key]] += g["count"]
+        setattr(result, field_, dict(totals.most_common()))
     summary = {
         "rows": result.rows, "kept": result.kept, "dropped": result.rows - result.kept, "by_reason": result.reasons,
         "by_stage": result.stages, "accepted_by_check": result.accepted, "checks": asdict(conf.qa.checks),

@@ -44,7 +44,7 @@ from instructlake.jobs.stages.dedup import STAGE as DEDUP_STAGE
 from instructlake.jobs.stages.formats import seeded_hash
 from instructlake.jobs.stages.generate_code import GENERATED_STAGES, generation_source
 from instructlake.udfs.filters import DROP_REASON, DROP_STAGE, reason_kind, rewrites
-from instructlake.udfs.qa_checks import CHECKS, SCORE_COLUMNS, check_results
+from instructlake.udfs.qa_checks import CHECKS, SCORE_COLUMNS, acceptance, failed_checks
 
 MAX_DETAILS = 5        # details of a reason kind listed in full up to this many
 EXAMPLES = 3           # examples per source and outcome (kept, or a drop reason kind)
@@ -275,9 +275,7 @@ def qa_section(spark, conf: Config, lake: Lake, manifest: dict) -> Optional[dict
     checked = [r.asDict() for r in rows if r["question"] is not None and r["answer"] is not None and r["generation_error"] is None]
     accepted = {}
     if checked and all(c in checked[0] for c in SCORE_COLUMNS[:-1]):
-        results = [check_results(r, r["qa_type"], conf.qa.checks) for r in checked]
-        accepted = {c: sum(x[c] is None for x in results) / len(results) for c in CHECKS}
-        accepted["all checks"] = sum(all(v is None for v in x.values()) for x in results) / len(results)
+        accepted = acceptance(failed_checks(r, r["qa_type"], conf.qa.checks) for r in checked)
     stages = FORMATS["web_text"].stages
     ordered = sorted(outcomes.items(), key=lambda kv: (kv[0] != KEPT, stages.index(kv[1]["stage"]) if kv[1]["stage"] in stages else 99, -kv[1]["rows"]))
     return {

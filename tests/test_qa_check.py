@@ -92,3 +92,22 @@ def test_qa_check_without_its_input_is_one_line(spark, tmp_path, capsys):
     code = main(["qa-check", "--conf", str(CHEAP), "--input", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("instructlake: error: qa-check --input: input path") and "matches no file" in err[-1]
+
+
+def test_line_numbers_follow_the_files_across_split_reads(spark, tmp_path):
+    """A file read by several tasks still numbers its lines in file order, the files in name order."""
+    from instructlake.jobs.stages.qa_check import _lines
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sizes = {"b.jsonl": 3000, "a.jsonl": 5, "c.jsonl": 700}
+    for name, n in sizes.items():
+        (folder / name).write_text("".join(record(f=name, i=i) + "\n" for i in range(n)), encoding="utf-8")
+    expected = [record(f=name, i=i) for name in sorted(sizes) for i in range(sizes[name])]
+    spark.conf.set("spark.sql.files.maxPartitionBytes", 16384)
+    try:
+        assert spark.read.text(str(folder)).rdd.getNumPartitions() > 3  # b.jsonl is split
+        got = [(r["line"], r["value"]) for r in _lines(spark, [str(folder)]).collect()]
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    assert sorted(got) == list(enumerate(expected, start=1))

@@ -61,7 +61,7 @@ from instructlake.udfs.llm import (
 )
 from instructlake.udfs.answer_spans import answer_span_udf
 from instructlake.udfs.qa_checks import SCORE_COLUMNS, with_qa_checks
-from instructlake.udfs.qa_verify import METHODS, VERIFY_COLUMNS, verify_udf
+from instructlake.udfs.qa_verify import METHODS, VERIFY_COLUMNS, VERIFY_SCHEMA, verify_udf
 from instructlake.udfs.webtext import with_topics
 
 log = logging.getLogger("instructlake.generate")
@@ -392,7 +392,7 @@ def verify_pairs(spark, conf: Config, lake: Lake, run: RunContext, df: DataFrame
     `qa_drop_stage`, `generation_error`, and `_group` / `_order` (the cache's call order)."""
     verify = conf.qa.verify
     if not verify.methods:
-        return df.withColumns({c: F.lit(None).cast(t) for c, t in zip(VERIFY_COLUMNS, ("string", "double", "boolean", "string"))})
+        return df.withColumns({c: F.lit(None).cast(t) for c, t in (f.split() for f in VERIFY_SCHEMA.split(", "))})
     params = params_json(sampling_params(conf.llm, conf.llm.seed, STOP))
     values = {**_prompt_values(), "question": F.col("question"), "answer": F.col("answer")}
     kept = F.col("qa_drop_reason").isNull()

@@ -26,7 +26,6 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from pyspark.sql import Window
 from pyspark.sql import functions as F
 
 from instructlake.core import storage
@@ -55,10 +54,25 @@ class QaCheckResult(ModelCalls):
 
 
 def _lines(spark, inputs: list[str]):
+    """The input lines with `line`, their number over the files in name order, without a global
+    sort: a task reads a file's rows in order, so within one (file, task) the row ids are
+    consecutive; the first line of each such piece comes from the pieces' sizes (a few rows)."""
     files = storage.expand_inputs(spark, inputs, "qa-check --input")
-    df = spark.read.text(files).select("value", F.col("_metadata.file_path").alias("_file"))
-    order = Window.orderBy("_file", "_seq")
-    return df.withColumn("_seq", F.monotonically_increasing_id()).withColumn("line", F.row_number().over(order)).drop("_seq", "_file")
+    df = spark.read.text(files).select(
+        "value", F.col("_metadata.file_path").alias("_file"), F.spark_partition_id().alias("_task"),
+        F.monotonically_increasing_id().alias("_seq"),
+    )
+    pieces = df.groupBy("_file", "_task").agg(F.min("_seq").alias("_first"), F.count(F.lit(1)).alias("_rows")).collect()
+    starts, line = [], 1
+    for p in sorted(pieces, key=lambda p: (p["_file"], p["_first"])):
+        starts.append((p["_file"], p["_task"], p["_first"], line))
+        line += p["_rows"]
+    if not starts:
+        return df.select("value", F.lit(None).cast("long").alias("line"))
+    offsets = spark.createDataFrame(starts, "_file string, _task int, _first long, _start long")
+    return df.join(F.broadcast(offsets), ["_file", "_task"]).select(
+        "value", (F.col("_start") + F.col("_seq") - F.col("_first")).alias("line")
+    )
 
 
 def run_qa_check(spark, conf: Config, inputs: list[str], output: str, run: RunContext | None = None) -> QaCheckResult:

@@ -152,8 +152,10 @@ class Export:
     # Complete releases kept in <output>/releases (the published one always among them).
     keep_releases: int = field(default=3, metadata={"min": 2})
     # The files written into each release (any of them, several at once; see instructlake.jobs.stages.formats):
-    # json_parts (the seed's parts), jsonl, chat (TRL's conversational "messages"), parquet.
-    formats: list[Literal["json_parts", "jsonl", "chat", "parquet"]] = field(default_factory=lambda: ["json_parts"])
+    # json_parts (the seed's parts), jsonl, chat (TRL's conversational "messages"), parquet,
+    # openai (OpenAI fine-tuning JSONL), sharegpt (`conversations` of from/value), alpaca.
+    formats: list[Literal["json_parts", "jsonl", "chat", "parquet", "openai", "sharegpt", "alpaca"]] = field(
+        default_factory=lambda: ["json_parts"])
     # Share of the exported rows in the validation split of jsonl, chat and parquet, by a hash
     # of each row's content id (json_parts hold every exported row, as the seed's did).
     validation_fraction: float = field(default=0.05, metadata={"min": 0, "max": 0.5})
@@ -171,7 +173,7 @@ class Export:
         if (self.rows_per_part is None) == (self.num_parts is None):
             raise ConfigError("rows_per_part", "set exactly one of rows_per_part and num_parts")
         if not self.formats or len(set(self.formats)) != len(self.formats):
-            raise ConfigError("formats", "list each format once, at least one of json_parts, jsonl, chat, parquet")
+            raise ConfigError("formats", "list each format once, at least one")
         for label, value in (self.seed_rows or {}).items():
             if value is None or value < 0 or value != int(value):
                 raise ConfigError(f"seed_rows.{label}", f"must be a whole number >= 0, got {value!r}")
@@ -212,6 +214,64 @@ class DedupSettings:
     bands: int = field(default=25, metadata={"min": 1})
     rows_per_band: int = field(default=4, metadata={"min": 1})
     seed: int = 0
+
+
+@dataclass
+class PreferenceProduct:
+    """Preference pairs (`instructlake.jobs.stages.products`): the conversation an HH-RLHF record's
+    `chosen` and `rejected` share up to the final assistant turn, and the two final replies.
+
+    `sources`: source names (null: every enabled source whose format has both
+    sides). `filters`: keys of `filters` applied with the prompt's turns as the
+    instruction and the chosen reply as the response (null: all of them but
+    those that rewrite texts); the `response_length` filters among them also
+    bound the rejected reply (`rejected_too_short`, `rejected_too_long`).
+    `dedup_prompts`: one pair per prompt (normalized as `dedup.normalization`).
+    """
+
+    enabled: bool = True
+    sources: Optional[list[str]] = None
+    filters: Optional[list[str]] = None
+    dedup_prompts: bool = True
+    # conversational: TRL's conversational preference format (`prompt` messages, `chosen` and
+    # `rejected` one-message lists); standard: the same as plain strings.
+    formats: list[Literal["conversational", "standard"]] = field(default_factory=lambda: ["conversational", "standard"])
+
+
+@dataclass
+class ConversationsProduct:
+    """Whole conversations (`instructlake.jobs.stages.products`): every turn of each dialogue, as
+    chat messages; later turns that cannot be trained on cut the conversation.
+
+    `sources`: source names (null: every enabled dialogue source). `filters`:
+    keys of `filters` applied to the first exchange (null: all of them but those
+    that rewrite texts); `every_turn_filters`: keys of `filters` applied to every
+    later exchange too, a failing exchange drops the conversation (null: the
+    filters of rule `toxicity`: every assistant turn is judged). `dedup`:
+    one conversation per normalized text.
+    """
+
+    enabled: bool = True
+    sources: Optional[list[str]] = None
+    filters: Optional[list[str]] = None
+    every_turn_filters: Optional[list[str]] = None
+    dedup: bool = True
+    # chat (`messages`, TRL's conversational format), openai (fine-tuning JSONL), sharegpt.
+    formats: list[Literal["chat", "openai", "sharegpt"]] = field(default_factory=lambda: ["chat", "openai", "sharegpt"])
+
+
+@dataclass
+class Products:
+    """The products of a build besides the seed's dataset of pairs."""
+
+    preference: PreferenceProduct = field(default_factory=PreferenceProduct)
+    conversations: ConversationsProduct = field(default_factory=ConversationsProduct)
+
+    def validate(self) -> None:
+        for name in ("preference", "conversations"):
+            fmts = getattr(self, name).formats
+            if not fmts or len(set(fmts)) != len(fmts):
+                raise ConfigError(f"{name}.formats", "list each format once, at least one")
 
 
 QA_TYPES = ("who", "what", "where", "when", "why", "how")
@@ -455,6 +515,7 @@ class Config:
     qa: QaSettings = field(default_factory=QaSettings)
     dedup: DedupSettings = field(default_factory=DedupSettings)
     code: CodeSettings = field(default_factory=CodeSettings)
+    products: Products = field(default_factory=Products)
 
     def validate(self) -> None:
         if not self.sources:
@@ -472,8 +533,23 @@ class Config:
         for i, n in enumerate(names):
             if n in names[:i]:
                 raise ConfigError(f"filters[{i}].name", f"two filters are called {n!r}: give one a `name` of its own")
+        self._validate_products(names)
         if self.qa.questions_per_type > 1 and self.llm.temperature == 0:
             raise ConfigError("qa.questions_per_type", "more than one question per type needs sampling: set llm.temperature > 0")
+
+    def _validate_products(self, filter_keys: list[str]) -> None:
+        """Every filter key and source name a product lists must be one of this conf's."""
+        source_names = [s.name for s in self.sources]
+        for name in ("preference", "conversations"):
+            product = getattr(self.products, name)
+            lists = [("sources", product.sources, source_names), ("filters", product.filters, filter_keys)]
+            if name == "conversations":
+                lists.append(("every_turn_filters", product.every_turn_filters, filter_keys))
+            for key, listed, known in lists:
+                for i, value in enumerate(listed or []):
+                    if value not in known:
+                        raise ConfigError(f"products.{name}.{key}[{i}]", f"unknown {'source' if key == 'sources' else 'filter'} {value!r}; "
+                                          f"this conf has {', '.join(known) or 'none'}")
 
     @property
     def enabled_sources(self) -> list[Source]:

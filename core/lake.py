@@ -46,6 +46,14 @@ class Lake:
         return storage.join(self.root, "silver", "pairs")
 
     @property
+    def preference(self) -> str:
+        return storage.join(self.root, "silver", "preference")
+
+    @property
+    def conversations(self) -> str:
+        return storage.join(self.root, "silver", "conversations")
+
+    @property
     def paragraphs(self) -> str:
         return storage.join(self.root, "silver", "paragraphs")
 

@@ -21,6 +21,7 @@ from instructlake.jobs.stages.generate_code import CodeResult, run_code
 from instructlake.jobs.stages.generate_qa import GenerateResult, run_generate
 from instructlake.jobs.stages.ingest import IngestResult, run_ingest
 from instructlake.jobs.stages.pairs import PairsResult, run_pairs
+from instructlake.jobs.stages.products import run_products
 from instructlake.udfs.filters import SPECS
 
 REGISTRIES = {"filters": SPECS, "formats": FORMATS}
@@ -55,6 +56,13 @@ def _generate(spark, conf: Config, run: RunContext, options: Options) -> Generat
     return Generated(run_generate(spark, conf, run), run_code(spark, conf, run))
 
 
+def _pairs(spark, conf: Config, run: RunContext, options: Options) -> PairsResult:
+    """The pairs table, then the other products' tables (preference, conversations)."""
+    result = run_pairs(spark, conf, run, full=options.full)
+    result.products = run_products(spark, conf, run)
+    return result
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -67,8 +75,8 @@ STAGES: tuple[Stage, ...] = (
           lambda spark, conf, run, options: run_ingest(spark, conf, run)),
     Stage("generate", "synthetic question-answer pairs and Python functions with an LLM; programs run with their tests",
           _generate),
-    Stage("pairs", "bronze rows into the silver pairs table, with scores and drop reasons",
-          lambda spark, conf, run, options: run_pairs(spark, conf, run, full=options.full)),
+    Stage("pairs", "bronze rows into the silver pairs, preference and conversations tables, with scores and drop reasons",
+          _pairs),
     Stage("export", "kept pairs into a release: JSON parts, other formats, report, card and manifest",
           lambda spark, conf, run, options: run_export(spark, conf, run, options.as_of_version)),
 )

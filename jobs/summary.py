@@ -52,6 +52,17 @@ def format_tally(rows: dict[str, dict], what: str = "dropped by stage", output: 
     return "\n".join(lines)
 
 
+def products_lines(manifest: dict) -> list[str]:
+    """One line per product besides the pairs: records, kept, exported by split."""
+    lines = []
+    for name, p in (manifest.get("products") or {}).items():
+        read = sum(c["read"] for c in p["counts"].values())
+        kept = sum(c["kept"] for c in p["counts"].values())
+        splits = {k: sum(v.get(k, 0) for v in p["exported"].values()) for k in ("train", "validation")}
+        lines.append(f"{name}: {kept} of {read} records kept (train {splits['train']}, validation {splits['validation']})")
+    return ["\n".join(lines)] if lines else []
+
+
 def summary(result: PipelineResult) -> str:
     """The closing summary of the last stage that ran."""
     if result.export is not None:
@@ -59,9 +70,9 @@ def summary(result: PipelineResult) -> str:
         rows = {s: {"candidates": c["read"], "kept": c["kept"], "exported": funnel[s]["exported"],
                     "dropped": {st: d["rows"] for st, d in c["dropped"].items()}} for s, c in manifest["counts"].items()}
         files = [*manifest["report"].values(), manifest["card"], *[p["file"] for p in result.export.parts],
-                 *[f["file"] for f in result.export.files]]
+                 *[f["file"] for f in manifest["files"]]]
         written = f"{len(files)} files in {result.export.output}: report.html (the funnel, plots, examples), README.md (the card)"
-        return format_tally(rows) + "\n\n" + written
+        return "\n\n".join([format_tally(rows), *products_lines(manifest), written])
     if result.pairs is not None:
         return format_tally(tally(result.pairs.stages), output=result.pairs.table)
     if "generate" in result.results:

@@ -57,14 +57,19 @@ CHEAP = REPO / "tests" / "cheap.yaml"
 LOCAL = REPO / "conf" / "local.yaml"
 
 
-def local_conf(tmp_path: Path, *overrides: str, conf: Path = CHEAP):
+# The preference and conversations products, off where they are not the point (tests/test_products.py).
+NO_PRODUCTS = ("products.preference.enabled=false", "products.conversations.enabled=false")
+
+
+def local_conf(tmp_path: Path, *overrides: str, conf: Path = CHEAP, products: bool = False):
     """`conf` (default: tests/cheap.yaml) with the lake and output under tmp_path (the web-text and
-    code sources off, the JSON parts the only format)."""
+    code sources off, the JSON parts the only format, no product but the pairs unless `products`)."""
     from instructlake.jobs.runner import load_config
 
     return load_config(
         conf,
-        [NO_WEB_TEXT, *NO_CODE, PARTS_ONLY, f"paths.lake={(tmp_path / 'lake').as_uri()}", f"paths.output={(tmp_path / 'out').as_uri()}", *overrides],
+        [NO_WEB_TEXT, *NO_CODE, PARTS_ONLY, *(() if products else NO_PRODUCTS), f"paths.lake={(tmp_path / 'lake').as_uri()}",
+         f"paths.output={(tmp_path / 'out').as_uri()}", *overrides],
     )
 
 
@@ -74,9 +79,10 @@ def release_dir(out: Path) -> Path:
 
 
 # The sample's helpful-online and red-team sources (360 dialogues), ingested and paired once
-# for the export tests that need a lake (tests/test_formats.py, tests/test_report.py).
+# for the export tests that need a lake (tests/test_formats.py, tests/test_report.py,
+# tests/test_products.py), with the preference and conversations tables.
 SMALL_LAKE = ("sources.helpful_rejection_sampled.enabled=false",)
-ALL_FORMATS = ("export.formats=[json_parts,jsonl,chat,parquet]", "export.validation_fraction=0.2", "export.rows_per_part=150")
+ALL_FORMATS = ("export.formats=[json_parts,jsonl,chat,parquet,openai,sharegpt,alpaca]", "export.validation_fraction=0.2", "export.rows_per_part=150")
 
 
 @pytest.fixture(scope="session")
@@ -84,23 +90,25 @@ def small_lake(spark, tmp_path_factory) -> Path:
     from instructlake.jobs.stages.ingest import run_ingest
     from instructlake.core.lake import RunContext
     from instructlake.jobs.stages.pairs import run_pairs
+    from instructlake.jobs.stages.products import run_products
 
     root = tmp_path_factory.mktemp("small_lake")
-    conf = local_conf(root, *SMALL_LAKE, conf=LOCAL)  # every filter: the report shows their scores
+    conf = local_conf(root, *SMALL_LAKE, conf=LOCAL, products=True)  # every filter: the report shows their scores
     run = RunContext()
     run_ingest(spark, conf, run)
     run_pairs(spark, conf, run)
+    run_products(spark, conf, run)  # the preference and conversations tables (tests/test_products.py)
     return root
 
 
 @pytest.fixture(scope="session")
 def all_formats_export(spark, small_lake, tmp_path_factory):
-    """(conf, ExportResult, release folder) of an export of every format from `small_lake`."""
+    """(conf, ExportResult, release folder) of an export of every format and product from `small_lake`."""
     from instructlake.jobs.stages.export import run_export
     from instructlake.core.lake import RunContext
 
     out = tmp_path_factory.mktemp("all_formats")
-    conf = local_conf(small_lake, *SMALL_LAKE, *ALL_FORMATS, f"paths.output={(out / 'out').as_uri()}", conf=LOCAL)
+    conf = local_conf(small_lake, *SMALL_LAKE, *ALL_FORMATS, f"paths.output={(out / 'out').as_uri()}", conf=LOCAL, products=True)
     result = run_export(spark, conf, RunContext())
     return conf, result, release_dir(out / "out")
 

@@ -20,7 +20,7 @@ from instructlake.core.lake import Lake, RunContext
 
 
 def files_of(manifest: dict, fmt: str, split: str) -> list[dict]:
-    return [f for f in manifest["files"] if f["format"] == fmt and f["split"] == split]
+    return [f for f in manifest["files"] if f["product"] == "pairs" and f["format"] == fmt and f["split"] == split]
 
 
 def kept_pairs(spark, conf) -> dict:
@@ -34,13 +34,15 @@ def test_every_file_is_listed_with_rows_and_sha256(all_formats_export):
     listed = {f["file"] for f in result.manifest["files"]} | {p["file"] for p in result.manifest["parts"]}
     on_disk = {p.name for p in release.iterdir()} - {"manifest.json", "report.json", "report.html", "README.md"}
     assert listed == on_disk
-    assert {f["format"] for f in result.manifest["files"]} == {"jsonl", "chat", "parquet"}
+    pair_files = [f for f in result.manifest["files"] if f["product"] == "pairs"]
+    assert {f["format"] for f in pair_files} == {"jsonl", "chat", "parquet", "openai", "sharegpt", "alpaca"}
+    assert {f["product"] for f in result.manifest["files"]} == {"pairs", "preference", "conversations"}
     for f in result.manifest["files"]:
         assert hashlib.sha256((release / f["file"]).read_bytes()).hexdigest() == f["sha256"]
         assert f["bytes"] == (release / f["file"]).stat().st_size
         assert 0 < f["rows"] <= 150  # export.rows_per_part
-    for fmt in ("jsonl", "chat", "parquet"):
-        assert sum(f["rows"] for f in result.manifest["files"] if f["format"] == fmt) == result.total_rows
+    for fmt in ("jsonl", "chat", "parquet", "openai", "sharegpt", "alpaca"):
+        assert sum(f["rows"] for f in pair_files if f["format"] == fmt) == result.total_rows
 
 
 def test_datasets_loads_jsonl_and_chat(spark, all_formats_export):
@@ -58,10 +60,11 @@ def test_datasets_loads_jsonl_and_chat(spark, all_formats_export):
             seen[row["id"]] = (row["source"], row["instruction"], row["response"])
         chat_files = [str(release / f["file"]) for f in files_of(result.manifest, "chat", split)]
         chat = datasets.load_dataset("json", data_files=chat_files, split="train")
-        assert chat.column_names == ["messages"] and chat.num_rows == ds.num_rows
+        assert chat.column_names == ["id", "source", "messages", "meta"] and chat.num_rows == ds.num_rows
         # the same rows in the same order: the chat file is the jsonl file's pairs as two turns
-        for row, turns in zip(ds, chat["messages"]):
+        for row, turns, chat_id in zip(ds, chat["messages"], chat["id"]):
             assert turns == [{"role": "user", "content": row["instruction"]}, {"role": "assistant", "content": row["response"]}]
+            assert chat_id == row["id"]
     assert seen == truth
 
 

@@ -219,11 +219,18 @@ def test_dataset_card(all_formats_export):
     front, body = re.match(r"^---\n(.*?)\n---\n(.*)$", card, re.S).groups()
     meta = yaml.safe_load(front)
     assert meta["license"] == "other" and meta["language"] == ["en"] and meta["size_categories"] == ["n<1K"]
-    assert {c["config_name"] for c in meta["configs"]} == {"jsonl", "chat", "parquet"}
+    from instructlake.jobs.stages.formats import config_name, formats_of
+
+    assert {c["config_name"] for c in meta["configs"]} == {
+        "jsonl", "chat", "parquet", "openai", "sharegpt", "alpaca", "preference", "preference_standard",
+        "conversations", "conversations_openai", "conversations_sharegpt"}
+    config_of = {(f["product"], f["format"]): config_name(f["product"], f["format"], formats_of(conf, f["product"])[0] == f["format"])
+                 for f in result.manifest["files"]}
     for c in meta["configs"]:
         for entry in c["data_files"]:
             matched = sorted(p.name for p in release.glob(entry["path"]))
-            listed = sorted(f["file"] for f in result.manifest["files"] if f["format"] == c["config_name"] and f["split"] == entry["split"])
+            listed = sorted(f["file"] for f in result.manifest["files"]
+                            if config_of[(f["product"], f["format"])] == c["config_name"] and f["split"] == entry["split"])
             assert matched == listed and matched
     assert "https://github.com/anthropics/hh-rlhf" in body and "MIT" in body
     assert "Content warning" in body and "offensive" in body and "Known limitations" in body

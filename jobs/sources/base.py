@@ -61,7 +61,11 @@ class SourceFormat:
     - `generated`: its candidates come from a table of the generate stage
       (`paragraphs`: questions on its paragraphs; `programs`: its programs run);
     - `programs(bronze)`: (code, tests) of the programs to verify, for a
-      format whose tasks have tests.
+      format whose tasks have tests;
+    - `dialogue`: the bronze column holding a whole HH-format dialogue (the
+      conversations product), `rating` its red-team rating column, and
+      `preference` the (chosen, rejected) columns of a preference record (the
+      preference product); None where the format has none.
     """
 
     name: str
@@ -75,6 +79,9 @@ class SourceFormat:
     programs: Optional[Callable[[DataFrame], DataFrame]] = None
     describe: str = ""
     extra_columns: tuple[str, ...] = field(default=())
+    dialogue: Optional[str] = None
+    rating: Optional[str] = None
+    preference: Optional[tuple[str, str]] = None
 
 
 def candidate_rows(source: Source, rows: DataFrame, *, instruction: Column, response: Column, reason: Column,

@@ -2,7 +2,9 @@
 
 Each line is one record `{"chosen": str, "rejected": str}`; its row index is
 its line number (from 0) in its file. The candidate pair is the first
-exchange of `chosen` (first Human turn, first Assistant reply).
+exchange of `chosen` (first Human turn, first Assistant reply); the
+conversations product takes every turn of `chosen`, the preference product
+the final replies of `chosen` and `rejected`.
 """
 from __future__ import annotations
 
@@ -21,4 +23,5 @@ def candidates(spark, conf, lake, source, bronze: DataFrame, derived) -> DataFra
 FORMAT = SourceFormat(
     name="hh_rlhf", fields=FIELDS, read=read_json_lines, line_based=True, candidates=candidates,
     stages=(DIALOGUE_SPLIT,), describe="HH-RLHF JSON lines: the first exchange of `chosen`",
+    dialogue="chosen", preference=("chosen", "rejected"),
 )

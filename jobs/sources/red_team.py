@@ -4,7 +4,8 @@ Despite its upstream name (`red_team_attempts.jsonl.gz`) the file is ONE JSON
 array; each element is a record, and its row index is its position in the
 array. Note the real field name `task_descripton_harmlessness_score`
 (misspelled in the data itself). The candidate pair is the first exchange of
-`transcript`, with the red-teamer's `rating` as `red_team_rating`.
+`transcript`, with the red-teamer's `rating` as `red_team_rating`; the
+conversations product takes every turn of `transcript`.
 """
 from __future__ import annotations
 
@@ -44,4 +45,5 @@ def candidates(spark, conf, lake, source, bronze: DataFrame, derived) -> DataFra
 FORMAT = SourceFormat(
     name="red_team", fields=FIELDS, read=read, line_based=False, candidates=candidates,
     stages=(DIALOGUE_SPLIT,), describe="red-team JSON arrays: the first exchange of `transcript`, with its rating",
+    dialogue="transcript", rating="rating",
 )

@@ -24,15 +24,17 @@ from instructlake.core.confload import to_dict
 from instructlake.core.storage import PACKAGE_ROOT
 from instructlake.jobs.sources import format_of, sources_made
 from instructlake.jobs.stages.fetch import load_catalog
-from instructlake.jobs.stages.formats import EXTENSIONS, SPLITS
-from instructlake.jobs.stages.report import stage_rows
+from instructlake.jobs.stages.formats import EXTENSIONS, PAIRS, SPLITS, config_name, file_stem, formats_of
+from instructlake.jobs.stages.products import PRODUCTS
+from instructlake.jobs.stages.report import product_rows, stage_rows
 from instructlake.udfs.filters import filter_of
 
 SAMPLES_TABLE = PACKAGE_ROOT / "data" / "sample" / "SOURCES.md"
 LICENSE_IDS = {"mit": "mit", "cc by-sa 3.0": "cc-by-sa-3.0", "cc by-sa 4.0": "cc-by-sa-4.0", "cc by 4.0": "cc-by-4.0"}
 
 LIMITATIONS = [
-    "Each dialogue is cut to its first exchange (first Human turn, first Assistant reply); later turns are not used.",
+    "Each dialogue of the pairs is cut to its first exchange (first Human turn, first Assistant reply); the "
+    "`conversations` product keeps every turn that can be trained on.",
     "The language and toxicity filters are models: some English pairs are dropped as uncertain, and some toxic text passes "
     "(the local conf's profanity_check scorer works at the keyword level).",
     "The synthetic question-answer pairs are written by a small language model and checked automatically "
@@ -97,13 +99,16 @@ def _size_category(n: int) -> str:
 
 
 def configs(conf: Config, manifest: dict) -> list[dict]:
-    """The card's `configs`: one per format written but json_parts, its data files by split."""
+    """The card's `configs`: one per product and format written but json_parts, its data files
+    by split (`datasets.load_dataset(release, "preference")`; names from `formats.config_name`)."""
     out = []  # json_parts (lists of [source, text]) are no table that `datasets` can load
-    for fmt in [f for f in conf.export.formats if f != "json_parts"]:
-        splits = [s for s in SPLITS if any(f["format"] == fmt and f["split"] == s for f in manifest["files"])]
-        files = [{"split": s, "path": f"{conf.export.name}-{fmt}-{s}-*.{EXTENSIONS[fmt]}"} for s in splits]
-        if files:
-            out.append({"config_name": fmt, "data_files": files})
+    for product in (PAIRS, *PRODUCTS):
+        written = [f for f in manifest["files"] if f.get("product", PAIRS) == product]
+        for i, fmt in enumerate(formats_of(conf, product) if product == PAIRS or product in manifest.get("products", {}) else []):
+            splits = [s for s in SPLITS if any(f["format"] == fmt and f["split"] == s for f in written)]
+            files = [{"split": s, "path": f"{file_stem(conf, product, fmt)}-{s}-*.{EXTENSIONS.get(fmt, 'jsonl')}"} for s in splits]
+            if files:
+                out.append({"config_name": config_name(product, fmt, i == 0), "data_files": files})
     if out:
         out[0]["default"] = True
     return out
@@ -183,6 +188,29 @@ def _selection_text(conf: Config) -> str:
             f"mixing weights {weights}; order `{e.order}`, seed {e.seed}.")
 
 
+def _products_text(conf: Config, report: dict) -> str:
+    """The preference and conversations products: what they hold, how to load them, their funnels."""
+    out = []
+    for name, rows in report.get("products", {}).items():
+        names = [config_name(name, fmt, i == 0) for i, fmt in enumerate(formats_of(conf, name))]
+        out += [f"### {name}", "", PRODUCT_TEXT[name], "",
+                f"Configs: {', '.join(f'`{n}`' for n in names)} (e.g. `datasets.load_dataset(<release folder>, \"{names[0]}\")`).",
+                "", _md_table(product_rows(rows)), ""]
+    return "\n".join(out)
+
+
+PRODUCT_TEXT = {
+    "preference": "Preference pairs for DPO and its relatives (TRL's `DPOTrainer`): the conversation that an HH-RLHF "
+                  "record's `chosen` and `rejected` share up to the final assistant turn (`prompt`), and the two final "
+                  "replies. `preference` is TRL's conversational format (`prompt` messages, `chosen` and `rejected` one "
+                  "assistant message each); `preference_standard` the same as plain strings.",
+    "conversations": "Every turn of each kept dialogue as chat `messages` (user and assistant turns, merged as in the "
+                     "first-exchange split); a dialogue whose later turns cannot be trained on is cut after its last "
+                     "good assistant turn (`meta.cut`). `conversations` is TRL's conversational format, "
+                     "`conversations_openai` OpenAI's fine-tuning JSONL, `conversations_sharegpt` ShareGPT.",
+}
+
+
 def render_card(conf: Config, manifest: dict, report: dict) -> str:
     """The text of README.md."""
     sources = []
@@ -197,7 +225,8 @@ def render_card(conf: Config, manifest: dict, report: dict) -> str:
     tables = manifest["tables"]
     versions = [["table", "version"], ["pairs", tables["pairs"]["version"]],
                 *[[f"bronze/{n}", t["version"]] for n, t in tables["bronze"].items()],
-                ["ingest_log", tables["ingest_log"]["version"]], ["qa", tables.get("qa", {}).get("version")]]
+                ["ingest_log", tables["ingest_log"]["version"]], ["qa", tables.get("qa", {}).get("version")],
+                *[[name, p["table"]["version"]] for name, p in (manifest.get("products") or {}).items()]]
     scorers = manifest.get("scorers") or {}
     files = [["file", "format", "split", "rows", "sha256"],
              *[[p["file"], "json_parts", "all", p["rows"], p["sha256"]] for p in manifest["parts"]],
@@ -217,9 +246,13 @@ def render_card(conf: Config, manifest: dict, report: dict) -> str:
         "## Files", "", _md_table(files), "",
         "Formats: `json_parts` lists `[source, text]` (text by the template "
         f"`{json.dumps(conf.export.template)[1:-1]}`); `jsonl` has `id`, `source`, `instruction`, `response`, `meta` a line; "
-        "`chat` has `messages` (user, assistant) a line, the conversational format of TRL's SFT trainer; "
-        "`parquet` has the columns of `jsonl`.",
+        "`chat` has `id`, `source`, `messages` (user, assistant), `meta` a line, the conversational format of TRL's SFT "
+        "trainer; `openai` has `messages` alone (OpenAI's fine-tuning JSONL; the `chat` file of the same split and part has "
+        "the ids line for line); `sharegpt` has `id`, `source`, `conversations` (`from` human/gpt, `value`); `alpaca` has "
+        "`instruction`, `input`, `output`, `id`, `source`; `parquet` has the columns of `jsonl`. Every `id` is the "
+        "content id of the bronze row the row comes from; `meta` names its source, file and row index.",
         "",
+        *(["## Preference pairs and conversations", "", _products_text(conf, report)] if report.get("products") else []),
         "## Filters", "", "Applied in this order; a pair's drop reason is the first one it fails.", "", _filters_text(conf), "",
         *(["## Rewritten texts", "", _rewrites_text(manifest["rewrites"]), ""] if manifest.get("rewrites") else []),
         "## Other checks and thresholds", "", _checks_text(conf), "",

@@ -46,6 +46,7 @@ from instructlake.core.faults import checkpoint
 from instructlake.core.lake import Lake, RunContext, commit_metadata, git_commit, read_version, with_position_and_total
 from instructlake.jobs.stages.card import render_card
 from instructlake.jobs.stages.formats import SPLIT, seeded_hash, select_rows, split_col, with_exported_texts, write_formats
+from instructlake.jobs.stages.products import cut_counts, enabled_products
 from instructlake.jobs.stages.report import build_report, drop_table, render_html, rewrite_counts
 from instructlake.udfs.filters import DROP_REASON
 from instructlake.udfs.pair_format import PairTemplate
@@ -201,6 +202,30 @@ def write_release_files(spark, selected: DataFrame, conf: Config, release: str, 
     return parts, [f | {"bytes": digests[f["file"]][1], "sha256": digests[f["file"]][0]} for f in files]
 
 
+def write_products(spark, conf: Config, lake: Lake, release: str, staging: str) -> dict[str, dict]:
+    """The files of every enabled product but the pairs (`instructlake.jobs.stages.products`), from
+    the latest version of its silver table: {product: {table, counts, cuts, exported, files}}."""
+    out = {}
+    for name in enabled_products(conf):
+        uri = getattr(lake, name)
+        if not storage.exists(spark, uri):
+            raise MissingTableError(f"{name} table not found at {uri}; run `instructlake pairs` first")
+        table, version = read_version(spark, uri)
+        kept = (table.where(F.col(DROP_REASON).isNull()).withColumn("item", F.lit(""))
+                .withColumn(SPLIT, split_col(conf.export.validation_fraction)))
+        numbered, _ = _number_rows(spark, kept, conf, staging, lead=(F.col(SPLIT),), name=f"{name}_by_split")
+        files = write_formats(spark, numbered, conf, release, staging, product=name)
+        digests = file_digests(spark, [storage.join(release, f["file"]) for f in files])
+        out[name] = {
+            "table": {"uri": uri, "version": version},
+            "counts": _counts_per_source(*drop_table(table, conf)),
+            "cuts": cut_counts(spark, uri, version) if name == "conversations" else None,
+            "exported": exported_counts(kept),
+            "files": [f | {"bytes": digests[f["file"]][1], "sha256": digests[f["file"]][0]} for f in files],
+        }
+    return out
+
+
 def _counts_per_source(totals: dict, drops: dict) -> dict:
     """{source: {read, kept, dropped: {stage: {rows, reasons: {kind: rows}}}}} from the report's drop
     table (`instructlake.jobs.stages.report.drop_table`: one pass over the pairs serves both)."""
@@ -280,6 +305,7 @@ def run_export(spark, conf: Config, run: RunContext | None = None, as_of_version
     selected = selected.withColumn(SPLIT, split_col(conf.export.validation_fraction))
     try:
         parts, files = write_release_files(spark, selected, conf, release, staging)
+        products = write_products(spark, conf, lake, release, staging)
     finally:
         storage.delete(spark, staging)
     exported = exported_counts(selected)
@@ -310,7 +336,8 @@ def run_export(spark, conf: Config, run: RunContext | None = None, as_of_version
         "total_rows": total,
         "parts": parts,
         "formats": list(conf.export.formats),
-        "files": files,
+        "files": files + [f for p in products.values() for f in p["files"]],
+        "products": {name: {k: v for k, v in p.items() if k != "files"} for name, p in products.items()},
         "split": {"validation_fraction": conf.export.validation_fraction, "rows": _split_totals(exported)},
         "selection": selection,
         "scorers": pairs_meta.get("scorers", {}),

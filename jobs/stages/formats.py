@@ -12,17 +12,35 @@ sha256("split:" + content_id), read as a fraction of 2^32, fall below
 `export.validation_fraction`; else in `train`. The same content is always in
 the same split, whatever the seed, the order or the other rows.
 
-Formats (`export.formats`), each written by Spark, one file per split and
-`rows_per_part` rows (or `num_parts`), named
-`<name>-<format>-<split>-<k>.<ext>` (k from 00001) in the release folder:
+Formats, each written by Spark, one file per split and `rows_per_part` rows
+(or `num_parts`), named `<name>-<format>-<split>-<k>.<ext>` for the pairs and
+`<name>-<product>-<format>-<split>-<k>.jsonl` for the other products (k from
+00001), in the release folder. `id` is always the content id of the bronze row
+the row comes from (`meta` adds its source name, file and row index):
 
-- `jsonl`: `{"id", "source", "instruction", "response", "meta"}` a line;
-  `id` is the pair's content id, `meta` its provenance and scores.
-- `chat`: `{"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}`
-  a line, the conversational format of TRL's SFT trainer.
+The pairs (`export.formats`):
+
+- `jsonl`: `{"id", "source", "instruction", "response", "meta"}` a line,
+  `meta` the provenance and scores;
+- `chat`: `{"id", "source", "messages": [{"role": "user", ...}, {"role":
+  "assistant", ...}], "meta"}`, the conversational format of TRL's SFT trainer;
+- `openai`: `{"messages": [...]}` and nothing else, OpenAI's fine-tuning JSONL
+  (the `chat` file of the same split and part has the ids, line for line);
+- `sharegpt`: `{"id", "source", "conversations": [{"from": "human", "value"},
+  {"from": "gpt", "value"}]}`;
+- `alpaca`: `{"instruction", "input": "", "output", "id", "source"}`;
 - `parquet`: the columns of `jsonl`, `meta` a struct.
 
-The seed's JSON parts (`json_parts`, instructlake.jobs.stages.export) hold every exported row.
+Preference pairs (`products.preference.formats`), TRL's preference formats:
+`conversational` (`{"id", "source", "prompt": [messages], "chosen":
+[{"role": "assistant", ...}], "rejected": [...], "meta"}`) and `standard`
+(`prompt`, `chosen`, `rejected` as strings; the prompt in the export
+template's words, see `standard_prompt`).
+
+Conversations (`products.conversations.formats`): `chat` (`{"id", "source",
+"messages", "meta"}`), `openai` (`messages` alone), `sharegpt`.
+
+The seed's JSON parts (`json_parts`, instructlake.jobs.stages.export) hold every exported pair.
 """
 from __future__ import annotations
 
@@ -35,12 +53,14 @@ from pyspark.sql import functions as F
 from instructlake.core import storage
 from instructlake.core.config import Config
 from instructlake.udfs.filters import rewrites
+from instructlake.udfs.pair_format import PairTemplate
 
 SPLITS = ("train", "validation")
-EXTENSIONS = {"jsonl": "jsonl", "chat": "jsonl", "parquet": "parquet"}
+PAIRS = "pairs"  # the seed's product: the pairs table
+EXTENSIONS = {"parquet": "parquet"}  # every other format is JSON lines
 SPLIT = "split"
 # Provenance and score columns copied into `meta` when the pairs table has them.
-META_COLUMNS = ("source_name", "item", "pair_id", "red_team_rating", "lang", "lang_prob")
+META_COLUMNS = ("source_name", "source_file", "row_index", "item", "pair_id", "red_team_rating", "lang", "lang_prob")
 META_PREFIXES = ("instruction_", "response_")
 NOT_META = ("instruction_chars", "response_chars")
 
@@ -101,20 +121,114 @@ def meta_col(columns: list[str]) -> Column:
     return F.struct(F.col(SPLIT), *[F.col(c) for c in names])
 
 
-def payload(fmt: str, df: DataFrame) -> list[Column]:
-    """The written columns of one format: a JSON `line`, or Parquet's columns."""
-    record = [F.col("content_id").alias("id"), F.col("source"), F.col("instruction"), F.col("response"),
-              meta_col(df.columns).alias("meta")]
+def _message(role: str | Column, content: Column) -> Column:
+    return F.struct((F.lit(role) if isinstance(role, str) else role).alias("role"), content.alias("content"))
+
+
+def _sharegpt(messages: Column) -> Column:
+    """Chat messages as ShareGPT turns: `from` human / gpt, `value`."""
+    return F.transform(messages, lambda m: F.struct(
+        F.when(m["role"] == "user", F.lit("human")).when(m["role"] == "assistant", F.lit("gpt")).otherwise(m["role"]).alias("from"),
+        m["content"].alias("value")))
+
+
+def _line(*fields: Column) -> list[Column]:
+    return [F.to_json(F.struct(*fields), {"ignoreNullFields": "false"}).alias("line")]
+
+
+def pair_messages() -> Column:
+    return F.array(_message("user", F.col("instruction")), _message("assistant", F.col("response")))
+
+
+def pairs_payload(fmt: str, df: DataFrame) -> list[Column]:
+    """The written columns of one format of the pairs: a JSON `line`, or Parquet's columns."""
+    ident = [F.col("content_id").alias("id"), F.col("source")]
+    record = [*ident, F.col("instruction"), F.col("response"), meta_col(df.columns).alias("meta")]
     if fmt == "parquet":
         return record
     if fmt == "jsonl":
-        return [F.to_json(F.struct(*record), {"ignoreNullFields": "false"}).alias("line")]
-    turn = lambda role, text: F.struct(F.lit(role).alias("role"), F.col(text).alias("content"))  # noqa: E731
-    return [F.to_json(F.struct(F.array(turn("user", "instruction"), turn("assistant", "response")).alias("messages"))).alias("line")]
+        return _line(*record)
+    if fmt == "openai":  # nothing but `messages`: OpenAI's fine-tuning files take no other key
+        return [F.to_json(F.struct(pair_messages().alias("messages"))).alias("line")]
+    if fmt == "sharegpt":
+        return _line(*ident, _sharegpt(pair_messages()).alias("conversations"))
+    if fmt == "alpaca":
+        return _line(F.col("instruction"), F.lit("").alias("input"), F.col("response").alias("output"), *ident)
+    return _line(*ident, pair_messages().alias("messages"), meta_col(df.columns).alias("meta"))  # chat
 
 
-def file_name(conf: Config, fmt: str, split: str, k: int) -> str:
-    return f"{conf.export.name}-{fmt}-{split}-{k:05d}.{EXTENSIONS[fmt]}"
+def product_meta(df: DataFrame) -> Column:
+    """A product row's provenance (its bronze row) and scores, as `meta`."""
+    names = [c for c in ("source_name", "source_file", "row_index", "turns", "cut", "red_team_rating", "lang", "lang_prob")
+             if c in df.columns]
+    names += [c for c in df.columns if c.startswith(META_PREFIXES) and c not in NOT_META]
+    return F.struct(F.col(SPLIT), *[F.col(c) for c in names])
+
+
+def standard_prompt(template: PairTemplate) -> Column:
+    """The prompt's messages as one string in the export template's words: each user turn as
+    `<prefix><text>`, each assistant turn as `<middle><text>`, exchanges apart by a blank line,
+    ending with `<middle>`; the reply follows it (as in the seed's rendering of a pair)."""
+    def turn(m: Column, i: Column) -> Column:
+        user = F.concat(F.when(i > 0, F.lit("\n\n")).otherwise(F.lit("")), F.lit(template.prefix), m["content"])
+        return F.when(m["role"] == "user", user).otherwise(F.concat(F.lit(template.middle), m["content"]))
+
+    return F.concat(F.array_join(F.transform(F.col("prompt"), turn), ""), F.lit(template.middle))
+
+
+def preference_payload(fmt: str, df: DataFrame, conf: Config) -> list[Column]:
+    """TRL's preference formats: conversational (`prompt` messages, `chosen`/`rejected` one assistant
+    message each) or standard (the same as strings)."""
+    ident = [F.col("content_id").alias("id"), F.col("source")]
+    if fmt == "conversational":
+        sides = [F.col("prompt"), F.array(_message("assistant", F.col("response"))).alias("chosen"),
+                 F.array(_message("assistant", F.col("rejected"))).alias("rejected")]
+    else:
+        sides = [standard_prompt(PairTemplate.parse(conf.export.template)).alias("prompt"), F.col("response").alias("chosen"),
+                 F.col("rejected")]
+    return _line(*ident, *sides, product_meta(df).alias("meta"))
+
+
+def conversations_payload(fmt: str, df: DataFrame) -> list[Column]:
+    """Whole conversations: chat (`messages`), openai (`messages` alone) or sharegpt (`conversations`)."""
+    ident = [F.col("content_id").alias("id"), F.col("source")]
+    if fmt == "openai":
+        return [F.to_json(F.struct(F.col("messages"))).alias("line")]
+    if fmt == "sharegpt":
+        return _line(*ident, _sharegpt(F.col("messages")).alias("conversations"))
+    return _line(*ident, F.col("messages"), product_meta(df).alias("meta"))
+
+
+def payload(product: str, fmt: str, df: DataFrame, conf: Config) -> list[Column]:
+    if product == "preference":
+        return preference_payload(fmt, df, conf)
+    if product == "conversations":
+        return conversations_payload(fmt, df)
+    return pairs_payload(fmt, df)
+
+
+def formats_of(conf: Config, product: str) -> list[str]:
+    """The formats of a product that `write_formats` writes (json_parts has its own writer)."""
+    if product == PAIRS:
+        return [f for f in conf.export.formats if f != "json_parts"]
+    return list(getattr(conf.products, product).formats)
+
+
+def file_stem(conf: Config, product: str, fmt: str) -> str:
+    """`<name>-<format>` for the pairs, `<name>-<product>-<format>` for the other products."""
+    return f"{conf.export.name}-{fmt}" if product == PAIRS else f"{conf.export.name}-{product}-{fmt}"
+
+
+def file_name(conf: Config, product: str, fmt: str, split: str, k: int) -> str:
+    return f"{file_stem(conf, product, fmt)}-{split}-{k:05d}.{EXTENSIONS.get(fmt, 'jsonl')}"
+
+
+def config_name(product: str, fmt: str, first: bool) -> str:
+    """The dataset card's config of a product's format: the format's name for the pairs, the
+    product's name for its first format, `<product>_<format>` for the others."""
+    if product == PAIRS:
+        return fmt
+    return product if first else f"{product}_{fmt}"
 
 
 def with_parts(numbered: DataFrame, conf: Config) -> tuple[DataFrame, dict[tuple[str, int], int]]:
@@ -137,32 +251,32 @@ def with_parts(numbered: DataFrame, conf: Config) -> tuple[DataFrame, dict[tuple
     return placed, rows_of
 
 
-def write_formats(spark, numbered: DataFrame, conf: Config, release: str, staging: str) -> list[dict]:
-    """Write every format of `export.formats` but json_parts from `numbered` (see `with_parts`);
-    returns [{file, format, split, rows}]."""
-    fmts = [f for f in conf.export.formats if f != "json_parts"]
+def write_formats(spark, numbered: DataFrame, conf: Config, release: str, staging: str, product: str = "pairs") -> list[dict]:
+    """Write every format of a product (`formats_of`) from `numbered` (see `with_parts`);
+    returns [{file, product, format, split, rows}]."""
+    fmts = formats_of(conf, product)
     if not fmts:
         return []
     placed, rows_of = with_parts(numbered, conf)
     written = []
     for fmt in fmts:
-        uri = storage.join(staging, fmt)
-        data = (placed.select(*payload(fmt, placed), SPLIT, "part", "_split_idx")
+        uri = storage.join(staging, product, fmt)
+        data = (placed.select(*payload(product, fmt, placed, conf), SPLIT, "part", "_split_idx")
                 .repartition(SPLIT, "part").sortWithinPartitions(SPLIT, "part", "_split_idx").drop("_split_idx")
                 .write.mode("overwrite").partitionBy(SPLIT, "part"))
         data.parquet(uri) if fmt == "parquet" else data.text(uri)
         for (split, part), n in sorted(rows_of.items()):
-            written.append(_place(spark, uri, release, conf, fmt, split, part, n))
+            written.append(_place(spark, uri, release, conf, product, fmt, split, part, n))
     return written
 
 
-def _place(spark, uri: str, release: str, conf: Config, fmt: str, split: str, part: int, rows: int) -> dict:
+def _place(spark, uri: str, release: str, conf: Config, product: str, fmt: str, split: str, part: int, rows: int) -> dict:
     """Move the one data file Spark wrote for (split, part) into the release folder."""
     ext = ".parquet" if fmt == "parquet" else ".txt"
     folder = storage.join(uri, f"{SPLIT}={split}", f"part={part}")
     files = [f for f in storage.list_files(spark, folder) if f.endswith(ext)]
     if len(files) != 1:
         raise RuntimeError(f"expected one {fmt} file for {split} part {part}, found {len(files)}")
-    name = file_name(conf, fmt, split, part)
+    name = file_name(conf, product, fmt, split, part)
     storage.rename(spark, files[0], storage.join(release, name))
-    return {"file": name, "format": fmt, "split": split, "rows": rows}
+    return {"file": name, "product": product, "format": fmt, "split": split, "rows": rows}

@@ -34,7 +34,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import reduce
 from typing import Optional
 
@@ -69,6 +69,7 @@ class PairsResult:
     bronze_versions: dict[str, int]
     counts: list[tuple[str, str | None, int]]  # (source, drop reason kind, rows); None: kept
     stages: list[tuple[str, str | None, int]]  # (source, drop stage, rows); None: kept
+    products: dict = field(default_factory=dict)  # the other products' tables (instructlake.jobs.stages.products)
 
 
 def with_pair_id(df: DataFrame) -> DataFrame:

@@ -304,6 +304,32 @@ def summary_rows(conf: Config, counts: dict) -> dict:
             for s, c in counts.items()}
 
 
+PRODUCT_HEAD = ["source", "records", "kept", "train", "validation", "dropped (stage: reason rows)", "kept but cut"]
+
+
+def products_section(manifest: dict) -> dict:
+    """{product: {source: {records, kept, train, validation, dropped: {stage: {rows, reasons}}, cut: {reason: rows}}}}
+    of the products besides the pairs (the manifest's `products`)."""
+    out = {}
+    for name, p in (manifest.get("products") or {}).items():
+        out[name] = {
+            source: {"records": c["read"], "kept": c["kept"], "train": p["exported"].get(source, {}).get("train", 0),
+                     "validation": p["exported"].get(source, {}).get("validation", 0), "dropped": c["dropped"],
+                     "cut": (p.get("cuts") or {}).get(source, {})}
+            for source, c in p["counts"].items()
+        }
+    return out
+
+
+def product_rows(rows: dict) -> list[list]:
+    """One product's funnel as rows of text (`PRODUCT_HEAD`, then one row per source)."""
+    def dropped(by_stage: dict) -> str:
+        return "; ".join(f"{stage}: " + ", ".join(f"{k} {n}" for k, n in d["reasons"].items()) for stage, d in by_stage.items()) or "-"
+
+    return [PRODUCT_HEAD, *[[source, r["records"], r["kept"], r["train"], r["validation"], dropped(r["dropped"]),
+                             ", ".join(f"{k} {n}" for k, n in r["cut"].items()) or "-"] for source, r in rows.items()]]
+
+
 def build_report(spark, conf: Config, lake: Lake, pairs: DataFrame, manifest: dict, exported: dict,
                  drop_summary: tuple[dict, dict]) -> dict:
     """Everything report.json holds (see the module docstring); `drop_summary`: `drop_table(pairs, conf)`,
@@ -333,6 +359,8 @@ def build_report(spark, conf: Config, lake: Lake, pairs: DataFrame, manifest: di
     qa = qa_section(spark, conf, lake, manifest)
     if qa is not None:
         report["qa"] = qa
+    if manifest.get("products"):
+        report["products"] = products_section(manifest)
     return report
 
 
@@ -581,6 +609,15 @@ window.addEventListener('load', function () {
 """
 
 
+def _products_html(report: dict) -> str:
+    if not report.get("products"):
+        return ""
+    tables = "".join(f"<h3>{html.escape(name)}</h3>{_table(product_rows(rows))}" for name, rows in report["products"].items())
+    return ('<section id="products"><h2>Preference pairs and conversations</h2>'
+            "<p>The lake's other products, from the same bronze rows: records read, dropped by stage and reason, kept "
+            f"and exported by split.</p>{tables}</section>")
+
+
 def render_html(report: dict) -> str:
     """report.html: the summary first, then the funnel chart, tables, plots and examples; no external resource."""
     title = f"{report['name']}: export {report['run_id']}"
@@ -598,6 +635,7 @@ validation fraction {report['validation_fraction']}.</p>
 <details><summary>The funnel as a table: rows after each stage</summary>{_table(transposed(funnel_rows(report)))}</details></section>
 <section id="drops"><h2>Drops by stage and reason</h2>{_table(_drops_rows(report))}</section>
 {_notes_html(report)}
+{_products_html(report)}
 <h2>Distributions</h2>
 <div class="plots">{hist}</div>
 <h2>Files</h2>

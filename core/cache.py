@@ -28,7 +28,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from instructlake.core.faults import checkpoint
-from instructlake.core.lake import RunContext, is_delta, read_version
+from instructlake.core.lake import RunContext, is_delta, read_table, read_version, save
 
 log = logging.getLogger("instructlake.cache")
 
@@ -78,7 +78,7 @@ def run_cached(spark, step: CachedStep, requests: DataFrame, run: RunContext, st
     and `_order`) that the cache does not hold yet, chunk by chunk, one commit each."""
     order = [c for c in ("_group", "_order") if c in requests.columns] + ["key"]
     wanted = requests.select(*dict.fromkeys(["key", *step.inputs, *order])).dropDuplicates(["key"])
-    todo_df = wanted.join(spark.read.format("delta").load(step.uri).select("key"), "key", "left_anti") if is_delta(spark, step.uri) else wanted
+    todo_df = wanted.join(read_table(spark, step.uri).select("key"), "key", "left_anti") if is_delta(spark, step.uri) else wanted
     todo = todo_df.orderBy(*order).select(*step.inputs).collect()
     stats = CacheStats(wanted=wanted.count())
     log.info("%s: %d wanted, %d in the cache, %d to compute", step.name, stats.wanted, stats.wanted - len(todo), len(todo))
@@ -94,7 +94,7 @@ def run_cached(spark, step: CachedStep, requests: DataFrame, run: RunContext, st
             "run_id": F.lit(run.run_id), "created_at": F.lit(run.started_at).cast("timestamp")})
         meta = json.dumps({"stage": stage, "run_id": run.run_id, "step": step.name, "calls": len(chunk)}, sort_keys=True)
         try:
-            out.write.format("delta").mode("append").option("userMetadata", meta).save(step.uri)
+            save(spark, out.write.format("delta").mode("append").option("userMetadata", meta), step.uri, meta)
         except Exception as e:  # noqa: BLE001 - the step decides which failures it can explain
             clear = step.on_error(e, start, len(todo)) if step.on_error else None
             if clear is None:

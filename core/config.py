@@ -46,16 +46,29 @@ class SparkSettings:
     # cache (~/.cache/instructlake/jars or $INSTRUCTLAKE_JARS_DIR).
     jars_dir: Optional[str] = None
     log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "ERROR"
+    # Where the stages run on Databricks: classic (a cluster) or serverless compute, whose Spark
+    # tasks cannot open network connections (an OpenAI-compatible endpoint cannot be called there).
+    compute: Literal["classic", "serverless"] = "classic"
     # Any further Spark settings, passed as they are.
     options: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class Paths:
-    """Where tables and the dataset go: URIs, or paths relative to the working folder."""
+    """Where tables and the dataset go: URIs, or paths relative to the working folder.
+
+    `catalog` (`<catalog>.<schema>`, e.g. `main.instructlake` in Unity Catalog or
+    `spark_catalog.instructlake` in a Hive metastore) puts every table in the
+    metastore by name (`<catalog>.<schema>.bronze_<source>`, `...silver_pairs`)
+    instead of under `lake`; null keeps them as paths."""
 
     lake: str = "lake"
     output: str = "out"
+    catalog: Optional[str] = None
+
+    def validate(self) -> None:
+        if self.catalog is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$", self.catalog):
+            raise ConfigError("catalog", f"must be <catalog>.<schema> (letters, digits, '_'), got {self.catalog!r}")
 
 
 @dataclass

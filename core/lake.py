@@ -17,63 +17,73 @@ from pyspark.sql import functions as F
 
 from instructlake.core import storage
 from instructlake.core.config import Config
+from instructlake.core.tables import column_comment, table_comment
 
 
 @dataclass(frozen=True)
 class Lake:
-    """Every table of a build, under one root URI: bronze per source, the quarantine and ingest log,
-    and the silver tables of the generate and pairs stages."""
+    """Every table of a build: bronze per source, the quarantine and ingest log, and the silver
+    tables of the generate and pairs stages. A table is a path under the root URI
+    (`<root>/silver/pairs`), or with `catalog` (`<catalog>.<schema>`) a name in the metastore
+    (`<catalog>.<schema>.silver_pairs`); every function of this module takes either (`is_name`)."""
 
     root: str
+    catalog: Optional[str] = None
 
     @classmethod
     def of(cls, conf: Config) -> "Lake":
-        return cls(storage.resolve(conf.paths.lake))
+        return cls(storage.resolve(conf.paths.lake), conf.paths.catalog)
+
+    def table(self, *parts: str) -> str:
+        """The path or name of the table `parts` (e.g. ("silver", "pairs"))."""
+        if self.catalog:
+            return f"{self.catalog}.{'_'.join(parts)}"
+        return storage.join(self.root, *parts)
 
     def bronze(self, source_name: str) -> str:
-        return storage.join(self.root, "bronze", source_name)
+        return self.table("bronze", source_name)
 
     @property
     def quarantine(self) -> str:
-        return storage.join(self.root, "quarantine")
+        return self.table("quarantine")
 
     @property
     def ingest_log(self) -> str:
-        return storage.join(self.root, "ingest_log")
+        return self.table("ingest_log")
 
     @property
     def pairs(self) -> str:
-        return storage.join(self.root, "silver", "pairs")
+        return self.table("silver", "pairs")
 
     @property
     def preference(self) -> str:
-        return storage.join(self.root, "silver", "preference")
+        return self.table("silver", "preference")
 
     @property
     def conversations(self) -> str:
-        return storage.join(self.root, "silver", "conversations")
+        return self.table("silver", "conversations")
 
     @property
     def paragraphs(self) -> str:
-        return storage.join(self.root, "silver", "paragraphs")
+        return self.table("silver", "paragraphs")
 
     @property
     def generations(self) -> str:
         """The cache of model calls (`instructlake.core.cache`)."""
-        return storage.join(self.root, "silver", "generations")
+        return self.table("silver", "generations")
 
     @property
     def qa(self) -> str:
-        return storage.join(self.root, "silver", "qa")
+        return self.table("silver", "qa")
 
     @property
     def code_functions(self) -> str:
-        return storage.join(self.root, "silver", "code_functions")
+        return self.table("silver", "code_functions")
 
     @property
     def executions(self) -> str:
         """The cache of program runs (`instructlake.core.cache`)."""
-        return storage.join(self.root, "silver", "executions")
+        return self.table("silver", "executions")
 
 
 @dataclass
@@ -143,25 +153,44 @@ def with_position_and_total(df: DataFrame, name: str, ids: str) -> tuple[DataFra
     return df.withColumn(name, position.cast("long")).drop(ids), total
 
 
+def is_name(table: str) -> bool:
+    """Whether `table` is a metastore name (`catalog.schema.table`) rather than a path or URI."""
+    return "/" not in table
+
+
 def is_delta(spark, uri: str) -> bool:
+    """Whether the table exists (a Delta table at the path, or a table of that name)."""
+    if is_name(uri):
+        return bool(spark.catalog.tableExists(uri))
     return bool(DeltaTable.isDeltaTable(spark, uri))
 
 
+def delta_table(spark, uri: str) -> DeltaTable:
+    return DeltaTable.forName(spark, uri) if is_name(uri) else DeltaTable.forPath(spark, uri)
+
+
+def read_table(spark, uri: str) -> DataFrame:
+    """The latest version of a table (path or name)."""
+    return spark.read.table(uri) if is_name(uri) else spark.read.format("delta").load(uri)
+
+
 def latest_version(spark, uri: str) -> int:
-    return int(DeltaTable.forPath(spark, uri).history(1).select("version").first()[0])
+    return int(delta_table(spark, uri).history(1).select("version").first()[0])
 
 
 def read_version(spark, uri: str, version: Optional[int] = None) -> tuple[DataFrame, int]:
     """The table at `version` (default: the latest), and that version number."""
     if version is None:
         version = latest_version(spark, uri)
+    if is_name(uri):
+        return spark.sql(f"SELECT * FROM {uri} VERSION AS OF {int(version)}"), version
     return spark.read.format("delta").option("versionAsOf", version).load(uri), version
 
 
 def commit_metadata(spark, uri: str, version: int) -> dict:
     """The JSON user metadata stored with a table version by `write_with_metadata`."""
     rows = (
-        DeltaTable.forPath(spark, uri)
+        delta_table(spark, uri)
         .history()
         .where(F.col("version") == version)
         .select("userMetadata")
@@ -174,14 +203,15 @@ def commit_metadata(spark, uri: str, version: int) -> dict:
 
 def commit_metrics(spark, uri: str) -> dict:
     """The operation metrics of the table's latest commit (e.g. `numOutputRows`), as strings."""
-    row = DeltaTable.forPath(spark, uri).history(1).select("operationMetrics").first()
+    row = delta_table(spark, uri).history(1).select("operationMetrics").first()
     return dict(row[0] or {}) if row else {}
 
 
 def overwrite(df: DataFrame, uri: str, metadata: dict, properties: Optional[dict] = None) -> None:
     """Replace a table's content in one Delta commit that carries `metadata` (`properties`: table
     properties of a table this creates)."""
-    _writer(df, "overwrite", metadata, properties).option("overwriteSchema", "true").save(uri)
+    save(df.sparkSession, _writer(df, "overwrite", metadata, properties, is_name(uri)).option("overwriteSchema", "true"), uri,
+         json.dumps(metadata, sort_keys=True))
 
 
 def stats_only_on(columns: list[str]) -> dict:
@@ -190,7 +220,36 @@ def stats_only_on(columns: list[str]) -> dict:
     return {"delta.dataSkippingStatsColumns": ",".join(columns)}
 
 
-def _writer(df: DataFrame, mode: str, metadata: dict, properties: Optional[dict]):
+def save(spark, writer, uri: str, user_metadata: Optional[str] = None) -> None:
+    """`writer.save(uri)` for a path. For a name: `saveAsTable` creates the table (and its schema);
+    an existing table is written at its location, as a path (the same Delta table; and a
+    write by name would not report a `DataFrame.observe`'s metrics, which the ingest checks)."""
+    if not is_name(uri):
+        writer.save(uri)
+    elif is_delta(spark, uri):
+        writer.save(delta_table(spark, uri).detail().select("location").first()[0])
+    else:
+        schema = uri.rsplit(".", 1)[0]
+        if not spark.catalog.databaseExists(schema):
+            spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        writer.saveAsTable(uri)
+        comment = table_comment(uri)
+        if comment:  # a commit of its own, with the same user metadata as the write (stages read it back)
+            with commit_info(spark, user_metadata):
+                spark.sql(f"COMMENT ON TABLE {uri} IS '{comment.replace(chr(39), chr(39) * 2)}'")
+
+
+def with_comments(df: DataFrame) -> DataFrame:
+    """`df` with each column's comment (`instructlake.core.tables`) in its field metadata, which a
+    table created or written by name keeps as the column's comment."""
+    return df.select(*[
+        F.col(f"`{c}`").alias(c, metadata={"comment": column_comment(c)}) if column_comment(c) else F.col(f"`{c}`")
+        for c in df.columns])
+
+
+def _writer(df: DataFrame, mode: str, metadata: dict, properties: Optional[dict], named: bool = False):
+    if named:
+        df = with_comments(df)
     w = df.write.format("delta").mode(mode).option("userMetadata", json.dumps(metadata, sort_keys=True))
     for key, value in (properties or {}).items():  # applied when the write creates the table
         w = w.option(key, value)
@@ -200,15 +259,22 @@ def _writer(df: DataFrame, mode: str, metadata: dict, properties: Optional[dict]
 def append_rows(df: DataFrame, uri: str, metadata: dict, properties: Optional[dict] = None) -> None:
     """Append `df` to the table at `uri` (creating it, with the table `properties`, if needed) in one
     Delta commit that carries `metadata`."""
-    _writer(df, "append", metadata, properties).save(uri)
+    spark = df.sparkSession
+    if is_name(uri) and not is_delta(spark, uri):  # created empty first, then written at its location (`save`)
+        empty = spark.createDataFrame([], df.schema)  # not df.limit(0): that would be a run of df's plan
+        save(spark, _writer(empty, "append", {"created": True}, properties, True), uri, json.dumps({"created": True}))
+    save(spark, _writer(df, "append", metadata, properties, is_name(uri)), uri, json.dumps(metadata, sort_keys=True))
 
 
 @contextmanager
-def commit_info(spark, metadata: dict):
-    """Within the block, Delta commits made through the DeltaTable API (MERGE, UPDATE, DELETE)
-    carry `metadata` as their user metadata (writes take it as an option instead)."""
+def commit_info(spark, metadata: dict | str | None):
+    """Within the block, Delta commits made through the DeltaTable API (MERGE, UPDATE, DELETE) or SQL
+    carry `metadata` (a dict, or its JSON) as their user metadata (writes take it as an option instead)."""
     key = "spark.databricks.delta.commitInfo.userMetadata"
-    spark.conf.set(key, json.dumps(metadata, sort_keys=True))
+    if metadata is None:
+        yield
+        return
+    spark.conf.set(key, metadata if isinstance(metadata, str) else json.dumps(metadata, sort_keys=True))
     try:
         yield
     finally:
@@ -233,9 +299,9 @@ def merge_rows(
     the same rows changes nothing.
     """
     if not is_delta(spark, uri):
-        _writer(df, "errorifexists", metadata, None).save(uri)
+        save(spark, _writer(df, "errorifexists", metadata, None, is_name(uri)), uri, json.dumps(metadata, sort_keys=True))
         return
-    merge = DeltaTable.forPath(spark, uri).alias("t").merge(df.alias("s"), key_match(keys))
+    merge = delta_table(spark, uri).alias("t").merge(df.alias("s"), key_match(keys))
     if update_when is not None:
         merge = merge.whenMatchedUpdateAll(condition=update_when)
     merge = merge.whenNotMatchedInsertAll()

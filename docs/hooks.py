@@ -1,4 +1,6 @@
-"""The MkDocs hook that writes the configuration reference from the conf dataclasses.
+"""The MkDocs hook that writes the configuration reference from the conf dataclasses, and the
+tables' and columns' meanings from `instructlake.core.tables` (on `concepts.md`, at the line
+`<!-- tables-reference -->`: the same text a metastore shows as their comments).
 
 On `configuration.md` the line `<!-- conf-reference -->` is replaced by
 `render_reference()`: every key of `instructlake.core.config.Config`, walked
@@ -416,7 +418,17 @@ def render_reference(level: int = 3) -> str:
 # --- the hook ------------------------------------------------------------------------------------
 
 
+TABLES_PLACEHOLDER = "<!-- tables-reference -->"
+TABLES_PAGE = "concepts.md"
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:
+    if page.file.src_uri == TABLES_PAGE:  # the tables' and columns' meanings, as the metastore's comments say them
+        from instructlake.core.tables import reference_markdown
+
+        if TABLES_PLACEHOLDER not in markdown:
+            raise ValueError(f"{TABLES_PAGE} lacks the line {TABLES_PLACEHOLDER}")
+        return markdown.replace(TABLES_PLACEHOLDER, reference_markdown())
     if page.file.src_uri != PAGE:
         return markdown
     if PLACEHOLDER not in markdown:

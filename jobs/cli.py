@@ -1,5 +1,9 @@
 """`instructlake run|ingest|generate|pairs|export|fetch|qa-check [--conf FILE] [--set key=value ...]`.
 
+`--conf` is a path, or the name of a conf shipped in the package (`databricks.yaml`);
+`--catalog`, `--lake`, `--output` and `--compute` set one conf key each (for jobs that
+pass named parameters); `instructlake-<stage>` runs `instructlake <stage>`.
+
 The subcommands are the stage list's (`instructlake.jobs.runner.STAGES`),
 `run` runs them all in order, `fetch` downloads the raw sources, and
 `qa-check --input FILE --output DIR` runs the conf's question-answer checks
@@ -19,10 +23,27 @@ import time
 from instructlake.core.errors import InstructlakeError
 from instructlake.core.lake import RunContext
 from instructlake.core.session import get_spark
+from instructlake.jobs.notebook import resolve_conf_path
 from instructlake.jobs.runner import STAGES, Options, load_config, run_pipeline
 from instructlake.jobs.stages.fetch import fetch, load_catalog
 from instructlake.jobs.stages.qa_check import run_qa_check, summary_table
 from instructlake.jobs.summary import summary
+
+
+# Options that set one conf key each, so that a job can pass them as named parameters
+# (a Databricks python_wheel_task's `named_parameters` become `--name=value`).
+SHORTHANDS = [
+    ("catalog", "paths.catalog", "tables by name in this <catalog>.<schema>"),
+    ("lake", "paths.lake", "the folder or URI of the tables"),
+    ("output", "paths.output", "the folder or URI of the releases"),
+    ("compute", "spark.compute", "classic or serverless"),
+]
+
+
+def overrides_of(args) -> list[str]:
+    """The `--set` overrides and those of the shorthand options given (these last)."""
+    return [*args.overrides, *[f"{key}={getattr(args, option)}" for option, key, _ in SHORTHANDS
+                               if getattr(args, option, None) is not None]]
 
 
 class _StageFormatter(logging.Formatter):
@@ -50,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
             "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
             help="override a conf value, e.g. --set export.rows_per_part=500 (repeatable)",
         )
+        for option, key, text in SHORTHANDS if name != "qa-check" else []:
+            s.add_argument(f"--{option}", default=None, metavar=key.split(".")[-1].upper(), help=f"{text} (sets {key})")
         if name == "qa-check":
             s.add_argument("--input", required=True, action="append", help="JSON lines: a file, folder or glob (repeatable)")
             s.add_argument("--output", required=True, help="the folder for verdicts.jsonl and summary.json")
@@ -82,8 +105,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def submit(command: str) -> None:
-    """The entry of `spark-submit jobs/<stage>.py ARGS`: `instructlake <command> ARGS`."""
+    """The entry of `spark-submit jobs/<stage>.py ARGS` and of the `instructlake-<stage>` console
+    scripts: `instructlake <command> ARGS`."""
     raise SystemExit(main([command, *sys.argv[1:]]))
+
+
+# The console scripts instructlake-<stage> (a Databricks python_wheel_task's entry points).
+def ingest() -> None:
+    submit("ingest")
+
+
+def generate() -> None:
+    submit("generate")
+
+
+def pairs() -> None:
+    submit("pairs")
+
+
+def export() -> None:
+    submit("export")
 
 
 def _fetch(args) -> int:
@@ -97,7 +138,7 @@ def _fetch(args) -> int:
 
 def _with_spark(args, name: str, work) -> int:
     """Load the conf, start Spark, print what `work(spark, conf, run)` returns, and log the time."""
-    conf = load_config(args.conf, args.overrides)
+    conf = load_config(resolve_conf_path(args.conf) if args.conf else None, overrides_of(args))
     run = RunContext()
     log = logging.getLogger(f"instructlake.{name}")
     started = time.monotonic()

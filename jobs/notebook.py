@@ -39,9 +39,12 @@ def notebook_conf(conf_value: str, overrides_text: str) -> Config:
     return load_config(resolve_conf_path(conf_value.strip()), overrides)
 
 
-def run_stages(conf_value: str, overrides_text: str, stages: tuple[str, ...] = STAGE_NAMES) -> PipelineResult:
+def run_stages(conf_value: str, overrides_text: str, stages: tuple[str, ...] = STAGE_NAMES,
+               catalog: str = "", schema: str = "") -> PipelineResult:
     """Run `stages` with the conf the widgets name, on the active session (the cluster's), and print
-    the summary."""
+    the summary. `catalog` and `schema` (both set) put the tables in the metastore by name."""
+    if catalog.strip() and schema.strip():
+        overrides_text += f"\npaths.catalog={catalog.strip()}.{schema.strip()}"
     conf = notebook_conf(conf_value, overrides_text)
     result = run_pipeline(get_spark(conf.spark), conf, stages=stages)
     print(summary(result))

@@ -15,7 +15,8 @@ from typing import Any, Callable, Optional
 from instructlake.core import config as core_config
 from instructlake.core.config import Config
 from instructlake.core.lake import RunContext
-from instructlake.jobs.sources import FORMATS
+from instructlake.core.errors import ConfigError
+from instructlake.jobs.sources import FORMATS, sources_made
 from instructlake.jobs.stages.export import ExportResult, run_export
 from instructlake.jobs.stages.generate_code import CodeResult, run_code
 from instructlake.jobs.stages.generate_qa import GenerateResult, run_generate
@@ -29,7 +30,19 @@ REGISTRIES = {"filters": SPECS, "formats": FORMATS}
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """The validated conf of a YAML file (default `conf/local.yaml`) with `--set` overrides."""
-    return core_config.load_config(path, overrides, REGISTRIES)
+    conf = core_config.load_config(path, overrides, REGISTRIES)
+    check_compute(conf)
+    return conf
+
+
+def check_compute(conf: Config) -> None:
+    """A conf whose model calls cannot run where it runs is an error: on serverless compute the
+    Spark tasks that call the model cannot reach an OpenAI-compatible endpoint."""
+    generates = bool(sources_made(conf, "paragraphs")) or conf.code.generate.count > 0
+    if conf.spark.compute == "serverless" and conf.llm.backend == "openai" and generates:
+        raise ConfigError("llm.backend", "openai calls its endpoint from Spark tasks, which serverless compute cannot do: run "
+                          "the generate stage on classic compute (resources/instructlake_classic.job.yml), use "
+                          "llm.backend: llama_cpp, or turn generation off")
 
 
 @dataclass(frozen=True)

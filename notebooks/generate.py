@@ -21,6 +21,8 @@
 
 dbutils.widgets.text("conf", "conf/databricks.yaml", "Conf file")
 dbutils.widgets.text("overrides", "", "Overrides (key=value, one per line)")
+dbutils.widgets.text("catalog", "", "Unity Catalog catalog (empty: tables by path)")
+dbutils.widgets.text("schema", "", "Schema of the tables")
 
 # COMMAND ----------
 
@@ -28,4 +30,5 @@ import checkout  # noqa: F401  the repository as the package `instructlake` wher
 from instructlake.jobs.notebook import run_stages
 
 # The stage on this cluster's `spark` session, with its built-in Delta Lake.
-result = run_stages(dbutils.widgets.get("conf"), dbutils.widgets.get("overrides"), ("generate",))
+result = run_stages(dbutils.widgets.get("conf"), dbutils.widgets.get("overrides"), ("generate",),
+                    catalog=dbutils.widgets.get("catalog"), schema=dbutils.widgets.get("schema"))

@@ -10,12 +10,15 @@
 # MAGIC
 # MAGIC Widgets: `conf` is the YAML conf file (relative to the repository root, absolute, or a conf shipped in the
 # MAGIC wheel); `overrides` holds `dotted.key=value` lines, as `--set` does on the command line, e.g.
-# MAGIC `paths.lake=/Volumes/main/instructlake/lake`.
+# MAGIC `paths.lake=/Volumes/main/instructlake/lake`; `catalog` and `schema`, when both are set, put every
+# MAGIC table in Unity Catalog by name (`<catalog>.<schema>.silver_pairs`, ...; `paths.catalog`).
 
 # COMMAND ----------
 
 dbutils.widgets.text("conf", "conf/databricks.yaml", "Conf file")
 dbutils.widgets.text("overrides", "", "Overrides (key=value, one per line)")
+dbutils.widgets.text("catalog", "", "Unity Catalog catalog (empty: tables by path)")
+dbutils.widgets.text("schema", "", "Schema of the tables")
 
 # COMMAND ----------
 
@@ -23,4 +26,5 @@ import checkout  # noqa: F401  the repository as the package `instructlake` wher
 from instructlake.jobs.notebook import run_stages
 
 # The stages, in the order of the stage list (instructlake.jobs.runner.STAGES) on this cluster's `spark` session, with its built-in Delta Lake.
-result = run_stages(dbutils.widgets.get("conf"), dbutils.widgets.get("overrides"))
+result = run_stages(dbutils.widgets.get("conf"), dbutils.widgets.get("overrides"),
+                    catalog=dbutils.widgets.get("catalog"), schema=dbutils.widgets.get("schema"))

@@ -73,6 +73,17 @@ def local_conf(tmp_path: Path, *overrides: str, conf: Path = CHEAP, products: bo
     )
 
 
+def hive_options(tmp: Path) -> dict[str, str]:
+    """`spark.options` of a session with Spark's Hive support and a local Derby metastore under `tmp`
+    (tables by name: tests/test_metastore.py, tests/test_bundle.py)."""
+    return {
+        "spark.sql.catalogImplementation": "hive",
+        "spark.sql.warehouse.dir": str(tmp / "warehouse"),
+        "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={tmp / 'metastore_db'};create=true",
+        "spark.driver.extraJavaOptions": f"-Dderby.stream.error.file={tmp / 'derby.log'}",
+    }
+
+
 def release_dir(out: Path) -> Path:
     """The published release folder of an output folder (what `out/CURRENT` points at)."""
     return out / (out / "CURRENT").read_text().strip()

@@ -70,6 +70,7 @@ def test_notebook_shape(name):
     cs = cells(REPO / "notebooks" / f"{name}.py")
     assert is_markdown(cs[0]) and "**`<" in cs[0]  # says what it writes, and where
     assert 'dbutils.widgets.text("conf"' in cs[1] and 'dbutils.widgets.text("overrides"' in cs[1]
+    assert 'dbutils.widgets.text("catalog"' in cs[1] and 'dbutils.widgets.text("schema"' in cs[1]
     assert all(not is_markdown(c) for c in cs[1:])
 
 

@@ -43,13 +43,12 @@ from __future__ import annotations
 
 import logging
 
-from delta.tables import DeltaTable
 from pyspark.ml.feature import HashingTF, MinHashLSH, NGram
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from instructlake.core.config import Config, DedupSettings
-from instructlake.core.lake import Lake, commit_info, commit_metadata, key_match, latest_version
+from instructlake.core.lake import Lake, commit_info, commit_metadata, delta_table, key_match, latest_version, read_version
 from instructlake.jobs.sources.base import KEYS
 from instructlake.udfs.filters import DROP_REASON, DROP_STAGE, applies_to
 from instructlake.udfs.text import normalized_col
@@ -167,7 +166,7 @@ def run_dedup(spark, conf: Config, lake: Lake, run_id: str) -> int:
     `drop_reason` changes (one commit with the latest commit's metadata, none when no row
     changes). Returns the number of rows changed."""
     version = latest_version(spark, lake.pairs)
-    pairs = spark.read.format("delta").option("versionAsOf", version).load(lake.pairs)
+    pairs = read_version(spark, lake.pairs, version)[0]
     cached: list[DataFrame] = []
     decided = dedup_reasons(pairs, conf, cached)
     changes = decided.where(~F.col("_current").eqNullSafe(F.col(DROP_REASON))).select(*KEYS, DROP_REASON).persist()
@@ -176,7 +175,7 @@ def run_dedup(spark, conf: Config, lake: Lake, run_id: str) -> int:
         if changed:
             metadata = commit_metadata(spark, lake.pairs, version) | {"run_id": run_id, "step": "dedup"}
             with commit_info(spark, metadata):
-                DeltaTable.forPath(spark, lake.pairs).alias("t").merge(changes.alias("s"), key_match(KEYS)).whenMatchedUpdate(
+                delta_table(spark, lake.pairs).alias("t").merge(changes.alias("s"), key_match(KEYS)).whenMatchedUpdate(
                     set={DROP_REASON: F.col(f"s.{DROP_REASON}"),
                          DROP_STAGE: F.when(F.col(f"s.{DROP_REASON}").isNotNull(), F.lit(STAGE)),
                          "pairs_run_id": F.lit(run_id)}

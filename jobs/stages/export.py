@@ -43,7 +43,7 @@ from instructlake.core import storage
 from instructlake.core.config import Config
 from instructlake.core.errors import MissingTableError
 from instructlake.core.faults import checkpoint
-from instructlake.core.lake import Lake, RunContext, commit_metadata, git_commit, read_version, with_position_and_total
+from instructlake.core.lake import Lake, RunContext, commit_metadata, git_commit, is_delta, read_version, with_position_and_total
 from instructlake.jobs.stages.card import render_card
 from instructlake.jobs.stages.formats import SPLIT, seeded_hash, select_rows, split_col, with_exported_texts, write_formats
 from instructlake.jobs.stages.products import cut_counts, enabled_products
@@ -208,7 +208,7 @@ def write_products(spark, conf: Config, lake: Lake, release: str, staging: str) 
     out = {}
     for name in enabled_products(conf):
         uri = getattr(lake, name)
-        if not storage.exists(spark, uri):
+        if not is_delta(spark, uri):
             raise MissingTableError(f"{name} table not found at {uri}; run `instructlake pairs` first")
         table, version = read_version(spark, uri)
         kept = (table.where(F.col(DROP_REASON).isNull()).withColumn("item", F.lit(""))
@@ -239,7 +239,7 @@ def _counts_per_source(totals: dict, drops: dict) -> dict:
 
 def _input_files(spark, conf: Config, lake: Lake, log_version: Optional[int]) -> list[dict]:
     """Each input file with rows read, ingested and quarantined, from the ingest log."""
-    if not storage.exists(spark, lake.ingest_log):
+    if not is_delta(spark, lake.ingest_log):
         return []
     entries, _ = read_version(spark, lake.ingest_log, log_version)
     names = [s.name for s in conf.enabled_sources]
@@ -292,7 +292,7 @@ def run_export(spark, conf: Config, run: RunContext | None = None, as_of_version
     lake = Lake.of(conf)
     out = storage.resolve(conf.paths.output)
     started = time.monotonic()
-    if not storage.exists(spark, lake.pairs):
+    if not is_delta(spark, lake.pairs):
         raise MissingTableError(f"pairs table not found at {lake.pairs}; run `instructlake pairs` first")
     pairs, version = read_version(spark, lake.pairs, as_of_version)
     pairs_meta = commit_metadata(spark, lake.pairs, version)

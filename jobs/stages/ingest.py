@@ -46,7 +46,7 @@ from instructlake.core import storage
 from instructlake.core.config import Config, Source
 from instructlake.core.errors import IngestCheckError
 from instructlake.core.faults import checkpoint
-from instructlake.core.lake import Lake, RunContext, append_rows, commit_metrics, is_delta, merge_rows, stats_only_on
+from instructlake.core.lake import Lake, RunContext, append_rows, commit_metrics, is_delta, merge_rows, read_table, stats_only_on
 from instructlake.jobs.sources import format_of
 from instructlake.udfs.records import RAW_PREVIEW_CHARS, content_id, inspect_file, with_typed_fields
 
@@ -108,7 +108,7 @@ def _ingest_logs(spark, lake: Lake) -> dict[str, dict[str, dict]]:
     if not is_delta(spark, lake.ingest_log):
         return {}
     out: dict[str, dict[str, dict]] = {}
-    for r in spark.read.format("delta").load(lake.ingest_log).collect():
+    for r in read_table(spark, lake.ingest_log).collect():
         out.setdefault(r["source_name"], {})[r["source_file"]] = r.asDict()
     return out
 
@@ -148,7 +148,7 @@ def _bronze_holds_rows_of(spark, uri: str, files: list[str]) -> bool:
     """Whether the bronze table at `uri` has rows of `files` (left by a run that crashed before its log)."""
     if not is_delta(spark, uri):
         return False
-    return bool(spark.read.format("delta").load(uri).where(F.col("source_file").isin(files)).limit(1).count())
+    return bool(read_table(spark, uri).where(F.col("source_file").isin(files)).limit(1).count())
 
 
 @dataclass
@@ -204,7 +204,7 @@ def _merge_replaced(spark, stamped: DataFrame, fields, uri: str, replaced: list[
 def _rows_per_file(spark, uri: str, files: list[str], where: Optional[Column] = None) -> dict[str, int]:
     if not files:
         return {}
-    rows = spark.read.format("delta").load(uri).where(F.col("source_file").isin(files))
+    rows = read_table(spark, uri).where(F.col("source_file").isin(files))
     if where is not None:
         rows = rows.where(where)
     return {r["source_file"]: r["count"] for r in rows.groupBy("source_file").count().collect()}
@@ -268,7 +268,7 @@ def ingest_source(spark, source: Source, files: list[str], lake: Lake, run: RunC
                             source.name, len(problems), str(error).splitlines()[0][:200])
                 written = write(tolerant=True)
         else:  # only files gone: delete their rows
-            empty = spark.read.format("delta").load(uri).limit(0)
+            empty = read_table(spark, uri).limit(0)
             merge_rows(spark, empty, uri, ["source_file", "row_index"], meta, delete_when=_file_in(removed))
         checkpoint("ingest.bronze_written")
         ingested = written.good

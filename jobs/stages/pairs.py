@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from functools import reduce
 from typing import Optional
 
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -46,7 +45,8 @@ from instructlake.core.config import Config
 from instructlake.core.confload import to_dict
 from instructlake.core.errors import MissingTableError
 from instructlake.core.lake import (
-    Lake, RunContext, commit_info, commit_metadata, is_delta, key_match, latest_version, overwrite, read_version, stats_only_on,
+    Lake, RunContext, commit_info, commit_metadata, delta_table, is_delta, key_match, latest_version, overwrite, read_table,
+    read_version, stats_only_on,
 )
 from instructlake.jobs.sources import format_of, sources_made
 from instructlake.jobs.sources.base import CANDIDATE_COLUMNS, KEYS, Derived
@@ -135,7 +135,7 @@ def update_pairs(spark, conf: Config, lake: Lake, run: RunContext, metadata: dic
     """Score only the candidates that have no pair yet, and drop pairs whose candidate is gone, in
     one MERGE commit. Returns the bronze versions read, or None when nothing changed."""
     derived = Derived(metadata.get("qa_version"), metadata.get("code_versions"))
-    done = spark.read.format("delta").load(lake.pairs).select(*KEYS, "content_id")
+    done = read_table(spark, lake.pairs).select(*KEYS, "content_id")
     new, versions = build_pairs(spark, conf, lake, run, derived, done)
     unchanged = (versions == previous.get("bronze_versions") and derived.qa_version == previous.get("qa_version")
                  and derived.code_versions == previous.get("code_versions"))
@@ -153,7 +153,7 @@ def update_pairs(spark, conf: Config, lake: Lake, run: RunContext, metadata: dic
     is_delete = F.col("s._op") == "delete"
     with commit_info(spark, metadata | {"bronze_versions": versions}):
         (
-            DeltaTable.forPath(spark, lake.pairs).alias("t").merge(changes.alias("s"), key_match(KEYS))
+            delta_table(spark, lake.pairs).alias("t").merge(changes.alias("s"), key_match(KEYS))
             .whenMatchedDelete(condition=is_delete)
             # Every column of the new rows, the model filters' scores included (not only PAIR_COLUMNS).
             .whenMatchedUpdate(set={c: F.col(f"s.{c}") for c in new.columns})

@@ -35,9 +35,8 @@ from matplotlib.figure import Figure
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from instructlake.core import storage
 from instructlake.core.config import CONF_DIR, Config
-from instructlake.core.lake import Lake, read_version
+from instructlake.core.lake import Lake, is_delta, read_version
 from instructlake.jobs.sources import FORMATS, format_of
 from instructlake.jobs.sources.base import KEYS  # a pair's key, also the qa table's
 from instructlake.jobs.stages.dedup import STAGE as DEDUP_STAGE
@@ -165,7 +164,7 @@ def score_columns(pairs: DataFrame) -> list[str]:
 def with_grounding(spark, pairs: DataFrame, lake: Lake, manifest: dict) -> DataFrame:
     """`pairs` with the qa table's `grounding` for the synthetic pairs (when there is a qa table)."""
     version = manifest.get("tables", {}).get("qa", {}).get("version")
-    if version is None or not storage.exists(spark, lake.qa):
+    if version is None or not is_delta(spark, lake.qa):
         return pairs
     qa, _ = read_version(spark, lake.qa, version)
     if "grounding" not in qa.columns:
@@ -255,7 +254,7 @@ def qa_section(spark, conf: Config, lake: Lake, manifest: dict) -> Optional[dict
     the first `QA_EXAMPLES` pairs of each outcome in the seeded order. The rows are few (bounded by
     `qa.max_paragraphs` x the types): they are read whole."""
     version = manifest.get("tables", {}).get("qa", {}).get("version")
-    if version is None or not storage.exists(spark, lake.qa):
+    if version is None or not is_delta(spark, lake.qa):
         return None
     qa, _ = read_version(spark, lake.qa, version)
     order = F.sha2(F.concat_ws(":", F.lit(str(conf.export.seed)), "content_id"), 256)

@@ -29,6 +29,7 @@ from pyspark.sql import functions as F
 
 from instructlake.core.faults import checkpoint
 from instructlake.core.lake import RunContext, is_delta, read_table, read_version, save
+from instructlake.core.storage import is_connect
 
 log = logging.getLogger("instructlake.cache")
 
@@ -88,8 +89,7 @@ def run_cached(spark, step: CachedStep, requests: DataFrame, run: RunContext, st
     for start in range(0, len(todo), step.chunk_size):
         chunk = [tuple(r) for r in todo[start : start + step.chunk_size]]
         # Contiguous slices keep the requests of one group together, in order, on one worker.
-        rdd = spark.sparkContext.parallelize(chunk, min(step.parallelism, len(chunk)))
-        out = spark.createDataFrame(rdd, step.input_schema).mapInPandas(step.compute, step.schema)
+        out = chunk_frame(spark, chunk, min(step.parallelism, len(chunk)), step.input_schema).mapInPandas(step.compute, step.schema)
         out = out.withColumns({name: value for name, value in step.stamp} | {
             "run_id": F.lit(run.run_id), "created_at": F.lit(run.started_at).cast("timestamp")})
         meta = json.dumps({"stage": stage, "run_id": run.run_id, "step": step.name, "calls": len(chunk)}, sort_keys=True)
@@ -119,3 +119,14 @@ def cached_results(spark, uri: str, columns: list[str], version: Optional[int] =
         table = table.join(keys.select("key"), "key", "left_semi")
     first = F.min_by(F.struct(*columns), F.struct("created_at", "run_id"))
     return table.groupBy("key").agg(first.alias("_r")).select("key", *[F.col(f"_r.{c}").alias(c) for c in columns])
+
+
+def chunk_frame(spark, chunk: list[tuple], slices: int, schema: str):
+    """The rows of `chunk` in `slices` partitions of contiguous rows, in order (as
+    `SparkContext.parallelize` cuts them; a Spark Connect session, which has no SparkContext,
+    gets the same cut by a repartition on each row's slice, sorted back into order)."""
+    if not is_connect(spark):
+        return spark.createDataFrame(spark.sparkContext.parallelize(chunk, slices), schema)
+    rows = [(i * slices // len(chunk), i, *row) for i, row in enumerate(chunk)]
+    df = spark.createDataFrame(rows, f"_slice int, _i int, {schema}")
+    return df.repartition(slices, "_slice").sortWithinPartitions("_slice", "_i").drop("_slice", "_i")

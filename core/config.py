@@ -49,6 +49,9 @@ class SparkSettings:
     # Where the stages run on Databricks: classic (a cluster) or serverless compute, whose Spark
     # tasks cannot open network connections (an OpenAI-compatible endpoint cannot be called there).
     compute: Literal["classic", "serverless"] = "classic"
+    # A Spark Connect session instead of a classic one: the server's URL (sc://host:15002), or
+    # local[N] for a local Connect server started with the session (with the Delta jars).
+    remote: Optional[str] = None
     # Any further Spark settings, passed as they are.
     options: dict[str, str] = field(default_factory=dict)
 

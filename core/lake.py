@@ -7,12 +7,10 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import reduce
 from pathlib import Path
 from typing import Optional
 
-from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from instructlake.core import storage
@@ -131,7 +129,7 @@ def with_position(df: DataFrame, name: str, ids: str | None = None) -> DataFrame
     `df` is read twice, so it must give the same rows every time.
     """
     if ids is None:
-        if df.rdd.getNumPartitions() <= 1:
+        if not storage.is_connect(df.sparkSession) and df.rdd.getNumPartitions() <= 1:
             return df.withColumn(name, F.monotonically_increasing_id())
         ids = "_mid"
         df = df.withColumn(ids, F.monotonically_increasing_id())
@@ -158,15 +156,28 @@ def is_name(table: str) -> bool:
     return "/" not in table
 
 
+def sql_table(uri: str) -> str:
+    """How SQL names the table: its name, or ``delta.`<path>` ``."""
+    return uri if is_name(uri) else f"delta.`{uri}`"
+
+
 def is_delta(spark, uri: str) -> bool:
     """Whether the table exists (a Delta table at the path, or a table of that name)."""
     if is_name(uri):
         return bool(spark.catalog.tableExists(uri))
-    return bool(DeltaTable.isDeltaTable(spark, uri))
+    return any(f.endswith(".json") for f in storage.list_files(spark, storage.join(uri, "_delta_log")))
 
 
-def delta_table(spark, uri: str) -> DeltaTable:
-    return DeltaTable.forName(spark, uri) if is_name(uri) else DeltaTable.forPath(spark, uri)
+# Delta's Python `DeltaTable` API needs a Delta plugin on a Spark Connect server, which is not
+# published for this Delta version: history, details and MERGE go through Delta's SQL, which
+# both a classic and a Connect session run.
+def history(spark, uri: str, limit: Optional[int] = None) -> DataFrame:
+    return spark.sql(f"DESCRIBE HISTORY {sql_table(uri)}" + (f" LIMIT {int(limit)}" if limit else ""))
+
+
+def location(spark, uri: str) -> str:
+    """Where a table's files are (its path, for a table by name)."""
+    return spark.sql(f"DESCRIBE DETAIL {sql_table(uri)}").select("location").first()[0]
 
 
 def read_table(spark, uri: str) -> DataFrame:
@@ -175,7 +186,7 @@ def read_table(spark, uri: str) -> DataFrame:
 
 
 def latest_version(spark, uri: str) -> int:
-    return int(delta_table(spark, uri).history(1).select("version").first()[0])
+    return int(history(spark, uri, 1).select("version").first()[0])
 
 
 def read_version(spark, uri: str, version: Optional[int] = None) -> tuple[DataFrame, int]:
@@ -189,13 +200,7 @@ def read_version(spark, uri: str, version: Optional[int] = None) -> tuple[DataFr
 
 def commit_metadata(spark, uri: str, version: int) -> dict:
     """The JSON user metadata stored with a table version by `write_with_metadata`."""
-    rows = (
-        delta_table(spark, uri)
-        .history()
-        .where(F.col("version") == version)
-        .select("userMetadata")
-        .collect()
-    )
+    rows = history(spark, uri).where(F.col("version") == version).select("userMetadata").collect()
     if not rows or not rows[0][0]:
         return {}
     return json.loads(rows[0][0])
@@ -203,7 +208,7 @@ def commit_metadata(spark, uri: str, version: int) -> dict:
 
 def commit_metrics(spark, uri: str) -> dict:
     """The operation metrics of the table's latest commit (e.g. `numOutputRows`), as strings."""
-    row = delta_table(spark, uri).history(1).select("operationMetrics").first()
+    row = history(spark, uri, 1).select("operationMetrics").first()
     return dict(row[0] or {}) if row else {}
 
 
@@ -227,7 +232,7 @@ def save(spark, writer, uri: str, user_metadata: Optional[str] = None) -> None:
     if not is_name(uri):
         writer.save(uri)
     elif is_delta(spark, uri):
-        writer.save(delta_table(spark, uri).detail().select("location").first()[0])
+        writer.save(location(spark, uri))
     else:
         schema = uri.rsplit(".", 1)[0]
         if not spark.catalog.databaseExists(schema):
@@ -287,33 +292,43 @@ def merge_rows(
     uri: str,
     keys: list[str],
     metadata: dict,
-    update_when: Optional[Column] = None,
-    delete_when: Optional[Column] = None,
+    update_when: Optional[str] = None,
+    delete_when: Optional[str] = None,
 ) -> None:
     """Upsert `df` into the table at `uri` by `keys` in one Delta commit (creating the table if needed).
 
     Rows whose keys are new are inserted; matched rows are updated only where
     `update_when` holds (their content changed); target rows that `df` does not
     match are deleted where `delete_when` holds (files replaced or gone).
-    Conditions refer to the target as `t` and to `df` as `s`. Re-running with
-    the same rows changes nothing.
+    Conditions are SQL and refer to the target as `t` and to `df` as `s`.
+    Re-running with the same rows changes nothing.
     """
     if not is_delta(spark, uri):
-        save(spark, _writer(df, "errorifexists", metadata, None, is_name(uri)), uri, json.dumps(metadata, sort_keys=True))
+        save(spark, _writer(df, "error", metadata, None, is_name(uri)), uri, json.dumps(metadata, sort_keys=True))
         return
-    merge = delta_table(spark, uri).alias("t").merge(df.alias("s"), key_match(keys))
-    if update_when is not None:
-        merge = merge.whenMatchedUpdateAll(condition=update_when)
-    merge = merge.whenNotMatchedInsertAll()
+    clauses = [f"WHEN MATCHED AND ({update_when}) THEN UPDATE SET *"] if update_when is not None else []
+    clauses.append("WHEN NOT MATCHED THEN INSERT *")
     if delete_when is not None:
-        merge = merge.whenNotMatchedBySourceDelete(condition=delete_when)
-    with commit_info(spark, metadata):
-        merge.execute()
+        clauses.append(f"WHEN NOT MATCHED BY SOURCE AND ({delete_when}) THEN DELETE")
+    merge_sql(spark, df, uri, keys, clauses, metadata)
 
 
-def key_match(keys: list[str]) -> Column:
-    """The MERGE condition: the target `t` and the source `s` agree on every key column."""
-    return reduce(lambda a, b: a & b, [F.col(f"t.{k}") == F.col(f"s.{k}") for k in keys])
+def merge_sql(spark, source: DataFrame, uri: str, keys: list[str], clauses: list[str], metadata: dict) -> None:
+    """`MERGE INTO` the table (as `t`) from `source` (as `s`) on equal `keys`, with the SQL
+    `clauses` (WHEN ... THEN ...), in one commit that carries `metadata`."""
+    view = f"instructlake_merge_{uuid.uuid4().hex[:12]}"
+    source.createOrReplaceTempView(view)
+    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    try:
+        with commit_info(spark, metadata):
+            spark.sql(f"MERGE INTO {sql_table(uri)} AS t USING {view} AS s ON {on} {' '.join(clauses)}")
+    finally:
+        spark.catalog.dropTempView(view)
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def content_digest(df: DataFrame) -> str:

@@ -14,11 +14,14 @@ gives one clear error rather than a ClassNotFoundException later.
 from __future__ import annotations
 
 import os
+import re
 import sys
+import warnings
 
 from pyspark.sql import SparkSession
 
 from instructlake.core import jars
+from instructlake.core.storage import is_connect
 from instructlake.core.config import CONF_DIR, SparkSettings
 from instructlake.core.errors import DeltaUnavailableError
 
@@ -65,6 +68,8 @@ def local_java_options(settings: SparkSettings) -> str:
 def get_spark(settings: SparkSettings | None = None):
     """Return the active SparkSession, or build one for `settings` (see module doc)."""
     settings = settings or SparkSettings()
+    if settings.remote:
+        return _connect(settings)
     active = SparkSession.getActiveSession()
     if active is not None:
         _check_delta(active)
@@ -102,7 +107,56 @@ def get_spark(settings: SparkSettings | None = None):
     return spark
 
 
+def master_of(spark) -> str:
+    """The session's master (`local[2]`, `spark://...`), also of a Spark Connect session."""
+    return (spark.conf.get("spark.master", "") or "") if is_connect(spark) else spark.sparkContext.master
+
+
+def default_parallelism(spark) -> int:
+    """Tasks that keep every core busy: the SparkContext's default parallelism; for a Spark
+    Connect session (no SparkContext here), that of a local master's `local[N]`, else
+    `spark.default.parallelism` (default 2)."""
+    if not is_connect(spark):
+        return spark.sparkContext.defaultParallelism
+    local = re.match(r"local\[(\d+)", master_of(spark))
+    return int(local.group(1)) if local else int(spark.conf.get("spark.default.parallelism", "2") or 2)
+
+
+def application_id(spark) -> str:
+    return spark.conf.get("spark.app.id", "") if is_connect(spark) else spark.sparkContext.applicationId
+
+
+def _connect(settings: SparkSettings):
+    """A Spark Connect session: to the server at `settings.remote` (`sc://host:port`), or to a
+    local one it starts (`local[N]`) with the Delta jars, extension and catalog."""
+    builder = SparkSession.builder.remote(settings.remote).appName(settings.app_name)
+    if settings.remote.startswith("local"):
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        builder = builder.config("spark.jars", ",".join(str(p) for p in jars.cached_jars(settings.jars_dir)))
+        builder = builder.config("spark.sql.extensions", DELTA_EXTENSION).config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
+        for key, value in {**LOCAL_DEFAULTS, JAVA_OPTIONS_KEY: local_java_options(settings)}.items():
+            builder = builder.config(key, value)
+    for key, value in {**settings.options, "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
+                       "spark.sql.session.timeZone": "UTC"}.items():
+        builder = builder.config(key, value)
+    with warnings.catch_warnings():  # the static settings above apply at the local server's start; the
+        warnings.simplefilter("ignore")  # client warns that it cannot set them again on the running one
+        spark = builder.getOrCreate()
+    if settings.remote.startswith("local"):
+        for key, value in LOCAL_SQL_DEFAULTS.items():
+            if key not in settings.options:
+                spark.conf.set(key, value)
+    _check_delta(spark)
+    return spark
+
+
 def _check_delta(spark) -> None:
+    if is_connect(spark):  # the server's classpath is not visible from here; its settings are
+        if DELTA_EXTENSION not in (spark.conf.get("spark.sql.extensions", "") or "") and not _is_databricks():
+            raise DeltaUnavailableError(f"the Spark Connect server runs without Delta Lake: start it with the delta-spark "
+                                        f"and delta-storage jars and spark.sql.extensions={DELTA_EXTENSION}")
+        return
     try:
         loader = spark._jvm.java.lang.Thread.currentThread().getContextClassLoader()
         spark._jvm.java.lang.Class.forName(DELTA_EXTENSION, False, loader)

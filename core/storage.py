@@ -5,11 +5,20 @@ same code works on file://, dbfs:/, s3a://, abfss:// and Unity Catalog
 volume paths. A path without a scheme that is relative is taken relative to
 the working folder; absolute ones are left to the cluster's default file
 system.
+
+A Spark Connect session has no JVM on the client: there the file operations
+run in Python on the paths the client can see, which are the local file
+system (`file:` URIs and absolute paths: a local Connect server, or Unity
+Catalog volumes under `/Volumes` on Databricks, a FUSE mount); another
+scheme is an error saying so. Their results are written as Hadoop writes
+them (`file:/abs/path`).
 """
 from __future__ import annotations
 
+import glob
 import os
 import re
+import shutil
 from pathlib import Path
 
 from instructlake.core.errors import InputNotFoundError
@@ -48,6 +57,26 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
 
 
+def is_connect(spark) -> bool:
+    """Whether `spark` is a Spark Connect session (no JVM on this side)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def _local(uri: str) -> str:
+    """The local path of a URI, for a Spark Connect session's file operations."""
+    if uri.startswith("file:"):
+        path = re.sub(r"^file:(//)?", "", uri)
+        return "/" + path.lstrip("/")
+    if is_uri(uri):
+        raise InputNotFoundError(f"{uri}: a Spark Connect session reaches files through the local file system only "
+                                 "(file: URIs, absolute paths, /Volumes/...); use such a path or a classic session")
+    return os.path.abspath(uri)
+
+
+def _uri(path: str) -> str:
+    return "file:" + path
+
+
 def _fs(spark, uri: str):
     jvm = spark._jvm
     path = jvm.org.apache.hadoop.fs.Path(uri)
@@ -72,6 +101,18 @@ def expand_inputs(spark, patterns: list[str], what: str) -> list[str]:
     out: list[str] = []
     for pattern in patterns:
         uri = resolve(pattern)
+        if is_connect(spark):
+            found = []
+            for match in sorted(glob.glob(_local(uri))):
+                if os.path.isdir(match):
+                    found += [_uri(os.path.join(match, n)) for n in sorted(os.listdir(match))
+                              if os.path.isfile(os.path.join(match, n)) and not n.startswith((".", "_"))]
+                else:
+                    found.append(_uri(match))
+            if not found:
+                raise InputNotFoundError(f"{what}: input path {pattern!r} ({uri}) matches no file")
+            out.extend(found)
+            continue
         fs, path = _fs(spark, uri)
         statuses = fs.globStatus(path)
         found = []
@@ -93,6 +134,10 @@ def file_status(spark, uris: list[str]) -> dict[str, tuple[int, int]]:
     """{uri: (size in bytes, modification time in ms)} for existing files."""
     out = {}
     for uri in uris:
+        if is_connect(spark):
+            st = os.stat(_local(uri))
+            out[uri] = (int(st.st_size), int(st.st_mtime * 1000))
+            continue
         fs, path = _fs(spark, uri)
         st = fs.getFileStatus(path)
         out[uri] = (int(st.getLen()), int(st.getModificationTime()))
@@ -100,22 +145,35 @@ def file_status(spark, uris: list[str]) -> dict[str, tuple[int, int]]:
 
 
 def exists(spark, uri: str) -> bool:
+    if is_connect(spark):
+        return os.path.exists(_local(uri))
     fs, path = _fs(spark, uri)
     return bool(fs.exists(path))
 
 
 def delete(spark, uri: str) -> None:
+    if is_connect(spark):
+        path = _local(uri)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path) if os.path.exists(path) else None
+        return
     fs, path = _fs(spark, uri)
     if fs.exists(path):
         fs.delete(path, True)
 
 
 def mkdirs(spark, uri: str) -> None:
+    if is_connect(spark):
+        os.makedirs(_local(uri), exist_ok=True)
+        return
     fs, path = _fs(spark, uri)
     fs.mkdirs(path)
 
 
 def rename(spark, src: str, dst: str) -> None:
+    if is_connect(spark):
+        os.makedirs(os.path.dirname(_local(dst)), exist_ok=True)
+        os.rename(_local(src), _local(dst))
+        return
     fs, s = _fs(spark, src)
     _, d = _fs(spark, dst)
     if not fs.rename(s, d):
@@ -125,6 +183,9 @@ def rename(spark, src: str, dst: str) -> None:
 def replace(spark, src: str, dst: str) -> None:
     """Move `src` over `dst`. Atomic where the file system's rename replaces (local, POSIX);
     elsewhere (HDFS, object stores) `dst` is deleted first, leaving a moment without it."""
+    if is_connect(spark):
+        os.replace(_local(src), _local(dst))
+        return
     fs, s = _fs(spark, src)
     _, d = _fs(spark, dst)
     if fs.rename(s, d):
@@ -136,13 +197,24 @@ def replace(spark, src: str, dst: str) -> None:
 
 def list_files(spark, uri: str) -> list[str]:
     """URIs of the files directly inside a folder, sorted; empty if it does not exist."""
+    if is_connect(spark):
+        return _listed(uri, os.path.isfile)
     fs, path = _fs(spark, uri)
     if not fs.exists(path):
         return []
     return sorted(st.getPath().toString() for st in fs.listStatus(path) if st.isFile())
 
 
+def _listed(uri: str, keep) -> list[str]:
+    folder = _local(uri)
+    if not os.path.isdir(folder):
+        return []
+    return sorted(_uri(os.path.join(folder, n)) for n in os.listdir(folder) if keep(os.path.join(folder, n)))
+
+
 def list_dirs(spark, uri: str) -> list[str]:
+    if is_connect(spark):
+        return _listed(uri, os.path.isdir)
     fs, path = _fs(spark, uri)
     if not fs.exists(path):
         return []
@@ -151,6 +223,10 @@ def list_dirs(spark, uri: str) -> list[str]:
 
 def write_text(spark, uri: str, text: str) -> None:
     """Write a small text file (UTF-8), replacing any existing one."""
+    if is_connect(spark):
+        os.makedirs(os.path.dirname(_local(uri)), exist_ok=True)
+        Path(_local(uri)).write_bytes(text.encode("utf-8"))
+        return
     fs, path = _fs(spark, uri)
     data = text.encode("utf-8")
     stream = fs.create(path, True)
@@ -162,6 +238,8 @@ def write_text(spark, uri: str, text: str) -> None:
 
 def read_text(spark, uri: str) -> str:
     """Read a small text file (UTF-8)."""
+    if is_connect(spark):
+        return Path(_local(uri)).read_bytes().decode("utf-8")
     fs, path = _fs(spark, uri)
     jvm = spark._jvm
     stream = fs.open(path)

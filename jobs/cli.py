@@ -22,7 +22,7 @@ import time
 
 from instructlake.core.errors import InstructlakeError
 from instructlake.core.lake import RunContext
-from instructlake.core.session import get_spark
+from instructlake.core.session import get_spark, master_of
 from instructlake.jobs.notebook import resolve_conf_path
 from instructlake.jobs.runner import STAGES, Options, load_config, run_pipeline
 from instructlake.jobs.stages.fetch import fetch, load_catalog
@@ -144,7 +144,7 @@ def _with_spark(args, name: str, work) -> int:
     started = time.monotonic()
     log.info("run %s: starting Spark", run.run_id)
     spark = get_spark(conf.spark)
-    log.info("Spark %s ready (master %s) in %.1fs", spark.version, spark.sparkContext.master, time.monotonic() - started)
+    log.info("Spark %s ready (master %s) in %.1fs", spark.version, master_of(spark), time.monotonic() - started)
     print(work(spark, conf, run))
     log.info("done in %.1fs", time.monotonic() - started)
     return 0

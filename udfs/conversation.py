@@ -142,15 +142,13 @@ def _messages(pairs: Optional[list[Message]]) -> Optional[list[dict]]:
     return None if pairs is None else [{"role": r, "content": c} for r, c in pairs]
 
 
-@F.pandas_udf(CONVERSATION_TYPE)
-def _conversation_udf(dialogues: pd.Series) -> pd.DataFrame:
+def _conversations(dialogues: pd.Series) -> pd.DataFrame:
     rows = [conversation(d) for d in dialogues]
     return pd.DataFrame({"messages": [_messages(r.messages) for r in rows],
                          "error": [r.error for r in rows], "cut": [r.cut for r in rows]})
 
 
-@F.pandas_udf(PREFERENCE_TYPE)
-def _preference_udf(chosen: pd.Series, rejected: pd.Series) -> pd.DataFrame:
+def _preferences(chosen: pd.Series, rejected: pd.Series) -> pd.DataFrame:
     rows = [preference(c, r) for c, r in zip(chosen, rejected)]
     return pd.DataFrame({"prompt": [_messages(r.prompt) for r in rows], "chosen": [r.chosen for r in rows],
                          "rejected": [r.rejected for r in rows], "error": [r.error for r in rows]})
@@ -158,12 +156,12 @@ def _preference_udf(chosen: pd.Series, rejected: pd.Series) -> pd.DataFrame:
 
 def conversation_col(dialogue: Column) -> Column:
     """`conversation` as a struct column (messages, error, cut)."""
-    return _conversation_udf(dialogue)
+    return F.pandas_udf(_conversations, CONVERSATION_TYPE)(dialogue)  # made per call: a classic or a Connect UDF
 
 
 def preference_col(chosen: Column, rejected: Column) -> Column:
     """`preference` as a struct column (prompt, chosen, rejected, error)."""
-    return _preference_udf(chosen, rejected)
+    return F.pandas_udf(_preferences, PREFERENCE_TYPE)(chosen, rejected)
 
 
 def turns_text(messages: Column, role: Optional[str] = None) -> Column:

@@ -37,8 +37,7 @@ def compiles(snippet) -> bool:
         return False
 
 
-@F.pandas_udf(BooleanType())
-def _compiles(snippets: pd.Series) -> pd.Series:
+def _compiled(snippets: pd.Series) -> pd.Series:
     return pd.Series([compiles(s) for s in snippets], dtype=bool)
 
 
@@ -53,7 +52,7 @@ def read(spark, files: list[str], tolerant: bool = True) -> DataFrame:
 
 def candidates(spark, conf, lake, source, bronze: DataFrame, derived) -> DataFrame:
     intent = normalize_instruction_col(F.coalesce(F.when(F.trim("rewritten_intent") != "", F.col("rewritten_intent")), F.col("intent")))
-    bad = ~_compiles(F.col("snippet")) if conf.code.conala_compile_check else F.lit(False)
+    bad = ~F.pandas_udf(_compiled, BooleanType())(F.col("snippet")) if conf.code.conala_compile_check else F.lit(False)
     df = no_execution(bronze.withColumn("_reason", F.when(bad, F.lit("snippet_does_not_compile"))))
     return candidate_rows(
         source, df, instruction=intent, response=F.col("snippet"), reason=F.col("_reason"), stage=COMPILE_CHECK,

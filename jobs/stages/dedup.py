@@ -48,7 +48,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from instructlake.core.config import Config, DedupSettings
-from instructlake.core.lake import Lake, commit_info, commit_metadata, delta_table, key_match, latest_version, read_version
+from instructlake.core.lake import Lake, commit_metadata, latest_version, merge_sql, read_version, sql_string
 from instructlake.jobs.sources.base import KEYS
 from instructlake.udfs.filters import DROP_REASON, DROP_STAGE, applies_to
 from instructlake.udfs.text import normalized_col
@@ -174,12 +174,10 @@ def run_dedup(spark, conf: Config, lake: Lake, run_id: str) -> int:
         changed = changes.count()
         if changed:
             metadata = commit_metadata(spark, lake.pairs, version) | {"run_id": run_id, "step": "dedup"}
-            with commit_info(spark, metadata):
-                delta_table(spark, lake.pairs).alias("t").merge(changes.alias("s"), key_match(KEYS)).whenMatchedUpdate(
-                    set={DROP_REASON: F.col(f"s.{DROP_REASON}"),
-                         DROP_STAGE: F.when(F.col(f"s.{DROP_REASON}").isNotNull(), F.lit(STAGE)),
-                         "pairs_run_id": F.lit(run_id)}
-                ).execute()
+            merge_sql(spark, changes, lake.pairs, KEYS, [
+                f"WHEN MATCHED THEN UPDATE SET t.{DROP_REASON} = s.{DROP_REASON}, "
+                f"t.{DROP_STAGE} = CASE WHEN s.{DROP_REASON} IS NOT NULL THEN {sql_string(STAGE)} END, "
+                f"t.pairs_run_id = {sql_string(run_id)}"], metadata)
     finally:
         for df in [changes, *cached]:
             df.unpersist()

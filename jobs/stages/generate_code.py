@@ -62,6 +62,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from instructlake.core import storage
+from instructlake.core.session import default_parallelism
 from instructlake.core.cache import CacheStats, CachedStep, run_cached
 from instructlake.core.config import Config, Source
 from instructlake.core.errors import GenerationError
@@ -145,7 +146,7 @@ def execution_step(spark, conf: Config, lake: Lake) -> CachedStep:
     return CachedStep(
         name="executions", uri=lake.executions, inputs=("key", "code", "tests"), input_schema="key string, code string, tests string",
         schema=EXEC_SCHEMA, compute=execute_udf(settings), chunk_size=conf.code.chunk_size,
-        parallelism=conf.code.parallelism or spark.sparkContext.defaultParallelism,
+        parallelism=conf.code.parallelism or default_parallelism(spark),
         stamp=(("sandbox", F.lit(settings.kind)),), prepare=lambda: check_sandbox(settings),
     )
 
@@ -192,8 +193,10 @@ def _prompts(spark, conf: Config, lake: Lake, source: Source, template: str, see
     return out
 
 
-@F.pandas_udf(StructType([StructField(name, StringType()) for name in ("task", "code", "tests", "parse_error")]))
-def _parse(completions: pd.Series) -> pd.DataFrame:
+PARSED = StructType([StructField(name, StringType()) for name in ("task", "code", "tests", "parse_error")])
+
+
+def _parsed(completions: pd.Series) -> pd.DataFrame:
     rows = [parse_function(None if c is None or (isinstance(c, float) and pd.isna(c)) else c) for c in completions]
     return pd.DataFrame(rows, columns=["task", "code", "tests", "parse_error"])
 
@@ -222,7 +225,7 @@ def build_functions(spark, conf: Config, lake: Lake, run: RunContext, source: So
     )
     # A prompt ending with the seed has the task's first words in the prompt, not in the completion.
     text = F.concat(F.col("task_seed"), F.col("completion")) if seed_starts_task(template) else F.col("completion")
-    df = requests.join(answers, "key", "left").withColumn("_p", _parse(text))
+    df = requests.join(answers, "key", "left").withColumn("_p", F.pandas_udf(_parsed, PARSED)(text))
     df = df.select(
         "gen_index", "example_task_ids", F.when(F.col("task_seed") != "", F.col("task_seed")).alias("task_seed"),
         F.col("key").alias("prompt_key"), "completion",

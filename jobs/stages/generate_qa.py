@@ -50,6 +50,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from instructlake.core import storage
+from instructlake.core.session import default_parallelism
 from instructlake.core.cache import CacheStats, CachedStep, cached_results, run_cached
 from instructlake.core.config import Config, LlmSettings
 from instructlake.core.errors import GenerationError, MissingTableError
@@ -217,7 +218,7 @@ def llm_step(spark, conf: Config, lake: Lake, step: str, model: str, llm: Option
     return CachedStep(
         name=step, uri=lake.generations, inputs=("key", "prompt", "params"), input_schema="key string, prompt string, params string",
         schema=OUTPUT_SCHEMA, compute=generate_udf(rt), chunk_size=llm.chunk_size,
-        parallelism=llm.parallelism or spark.sparkContext.defaultParallelism,
+        parallelism=llm.parallelism or default_parallelism(spark),
         stamp=(("model", F.lit(model)), ("backend", F.lit(llm.backend)), ("step", F.lit(step))),
         checkpoint="generate.chunk_committed", on_error=_unavailable(step),
     )

@@ -46,7 +46,9 @@ from instructlake.core import storage
 from instructlake.core.config import Config, Source
 from instructlake.core.errors import IngestCheckError
 from instructlake.core.faults import checkpoint
-from instructlake.core.lake import Lake, RunContext, append_rows, commit_metrics, is_delta, merge_rows, read_table, stats_only_on
+from instructlake.core.lake import (
+    Lake, RunContext, append_rows, commit_metrics, is_delta, merge_rows, read_table, sql_string, stats_only_on,
+)
 from instructlake.jobs.sources import format_of
 from instructlake.udfs.records import RAW_PREVIEW_CHARS, content_id, inspect_file, with_typed_fields
 
@@ -140,8 +142,9 @@ def _file_level_rows(spark, source: Source, problems: dict[str, str], run: RunCo
     return spark.createDataFrame(rows, schema)
 
 
-def _file_in(files: list[str]) -> Column:
-    return F.col("t.source_file").isin(files) if files else F.lit(False)
+def _file_in(files: list[str]) -> str:
+    """SQL: the target row is of one of `files`."""
+    return f"t.source_file IN ({', '.join(sql_string(f) for f in files)})" if files else "false"
 
 
 def _bronze_holds_rows_of(spark, uri: str, files: list[str]) -> bool:
@@ -191,7 +194,7 @@ def _merge_replaced(spark, stamped: DataFrame, fields, uri: str, replaced: list[
         merge_rows(
             spark, cached.where(F.col("_reason").isNull()).select(*[f.name for f in fields], *PROVENANCE), uri,
             ["source_file", "row_index"], meta,
-            update_when=F.col("t.content_id") != F.col("s.content_id"),
+            update_when="t.content_id <> s.content_id",
             delete_when=_file_in(replaced) if replaced else None,
         )
     except Exception:
@@ -286,8 +289,8 @@ def ingest_source(spark, source: Source, files: list[str], lake: Lake, run: RunC
         else:
             merge_rows(
                 spark, bad, lake.quarantine, ["source_name", "source_file", "row_index"], meta,
-                update_when=(F.col("t.raw") != F.col("s.raw")) | (F.col("t.reason") != F.col("s.reason")),
-                delete_when=(F.col("t.source_name") == source.name) & _file_in(replaced) if replaced else None,
+                update_when="t.raw <> s.raw OR t.reason <> s.reason",
+                delete_when=f"t.source_name = {sql_string(source.name)} AND {_file_in(replaced)}" if replaced else None,
             )
         entries = _check_and_log(spark, source, lake, to_read, removed, written, ingested, problems, status, run,
                              new_only=not set(to_read) & set(logged))
@@ -343,8 +346,8 @@ def _check_and_log(spark, source, lake, to_read, removed, written: _Written, ing
         return entries
     merge_rows(
         spark, rows, lake.ingest_log, ["source_name", "source_file"], meta,
-        update_when=F.lit(True),
-        delete_when=(F.col("t.source_name") == source.name) & _file_in(removed) if removed else None,
+        update_when="true",
+        delete_when=f"t.source_name = {sql_string(source.name)} AND {_file_in(removed)}" if removed else None,
     )
     return entries
 

@@ -45,8 +45,7 @@ from instructlake.core.config import Config
 from instructlake.core.confload import to_dict
 from instructlake.core.errors import MissingTableError
 from instructlake.core.lake import (
-    Lake, RunContext, commit_info, commit_metadata, delta_table, is_delta, key_match, latest_version, overwrite, read_table,
-    read_version, stats_only_on,
+    Lake, RunContext, commit_metadata, is_delta, latest_version, merge_sql, overwrite, read_table, read_version, stats_only_on,
 )
 from instructlake.jobs.sources import format_of, sources_made
 from instructlake.jobs.sources.base import CANDIDATE_COLUMNS, KEYS, Derived
@@ -150,16 +149,12 @@ def update_pairs(spark, conf: Config, lake: Lake, run: RunContext, metadata: dic
     changes = new.withColumn("_op", F.lit("upsert")).unionByName(
         stale.withColumn("_op", F.lit("delete")), allowMissingColumns=True
     )
-    is_delete = F.col("s._op") == "delete"
-    with commit_info(spark, metadata | {"bronze_versions": versions}):
-        (
-            delta_table(spark, lake.pairs).alias("t").merge(changes.alias("s"), key_match(KEYS))
-            .whenMatchedDelete(condition=is_delete)
-            # Every column of the new rows, the model filters' scores included (not only PAIR_COLUMNS).
-            .whenMatchedUpdate(set={c: F.col(f"s.{c}") for c in new.columns})
-            .whenNotMatchedInsert(condition=~is_delete, values={c: F.col(f"s.{c}") for c in new.columns})
-            .execute()
-        )
+    columns = [f"`{c}`" for c in new.columns]  # every column of the new rows, the model filters' scores included
+    merge_sql(spark, changes, lake.pairs, KEYS, [
+        "WHEN MATCHED AND s._op = 'delete' THEN DELETE",
+        "WHEN MATCHED THEN UPDATE SET " + ", ".join(f"t.{c} = s.{c}" for c in columns),
+        f"WHEN NOT MATCHED AND s._op <> 'delete' THEN INSERT ({', '.join(columns)}) VALUES ({', '.join('s.' + c for c in columns)})",
+    ], metadata | {"bronze_versions": versions})
     return versions
 
 

@@ -18,6 +18,7 @@ from typing import Optional
 from pyspark.sql import DataFrame
 
 from instructlake.core.config import FilterSpec
+from instructlake.core.storage import is_connect
 from instructlake.udfs.filters.base import DROP_REASON, DROP_STAGE, Filter, Rewrite, applies_to, reason_kind, set_reason
 
 __all__ = ["DROP_REASON", "DROP_STAGE", "FILTERS", "SPECS", "Filter", "Rewrite", "apply_filters", "applies_to",
@@ -55,7 +56,7 @@ def apply_filters(df: DataFrame, specs: list[FilterSpec], texts_seen: Optional[d
             continue
         f = filter_of(spec)
         counter = None
-        if texts_seen is not None and f.scorer is not None:
+        if texts_seen is not None and f.scorer is not None and not is_connect(df.sparkSession):  # no accumulators there
             counter = texts_seen[spec.key] = df.sparkSession.sparkContext.accumulator(0)
         df = f.apply(df, spec, counter)
     return df

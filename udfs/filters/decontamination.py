@@ -46,6 +46,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from instructlake.core import storage
+from instructlake.core.session import application_id
 from instructlake.core.config import FilterSpec, Normalization, check_name
 from instructlake.core.confload import to_dict
 from instructlake.core.errors import ConfigError
@@ -297,7 +298,7 @@ def benchmark_index(spark, spec: DecontaminationFilter) -> BenchmarkIndex:
     settings and file contents (sha256): every pairs run of a process reuses it."""
     files = {b.name: _file_digests(spark, benchmark_files(spark, b)) for b in spec.benchmarks}
     settings = {"ngram": spec.ngram, "normalization": to_dict(spec.normalization), "benchmarks": to_dict(spec.benchmarks)}
-    key = (spark.sparkContext.applicationId, json.dumps(settings, sort_keys=True), json.dumps(files, sort_keys=True))
+    key = (application_id(spark), json.dumps(settings, sort_keys=True), json.dumps(files, sort_keys=True))
     if key not in _INDEXES:
         log.info("decontamination: reading %d benchmark(s)", len(spec.benchmarks))
         while len(_INDEXES) >= _KEEP_INDEXES:

@@ -46,6 +46,8 @@ from pyspark.sql import functions as F
 
 from instructlake.core.config import FilterSpec, check_name
 from instructlake.core.errors import ConfigError, ScorerUnavailableError
+from instructlake.core.session import master_of
+from instructlake.core.storage import is_connect
 from instructlake.udfs.filters.base import DROP_REASON, Filter, applies_to, set_reason
 
 SIDES = ("instruction", "response")
@@ -364,7 +366,7 @@ def _file_ref(spark, uri: str, what: str, key: str, folder: bool = False) -> tup
     Local paths are read in place in local mode; anything else (another URI
     scheme, or a cluster) is shipped to every worker with `SparkContext.addFile`.
     """
-    local_mode = spark.sparkContext.master.startswith("local")
+    local_mode = master_of(spark).startswith("local")
     if _is_local(uri):
         path = _local_path(uri)
         if not os.path.exists(path):
@@ -374,6 +376,13 @@ def _file_ref(spark, uri: str, what: str, key: str, folder: bool = False) -> tup
         if local_mode:
             return FileRef(path), path
         uri = path
+    if is_connect(spark):  # no SparkContext: the client uploads a local file as an artifact instead
+        if folder or not _is_local(uri):
+            raise ScorerUnavailableError(f"toxicity: through Spark Connect, {what} must be one local file the workers can be "
+                                         f"sent (filters.{key}): {uri}")
+        spark.addArtifacts(_local_path(uri), file=True)
+        name = os.path.basename(_local_path(uri))
+        return FileRef(name, shipped=True), _local_path(uri)
     try:
         spark.sparkContext.addFile(uri, recursive=folder)
     except Exception as e:  # noqa: BLE001 - any fetch failure is the same problem to the user
@@ -513,7 +522,7 @@ def resolve(spark, spec) -> ToxicitySettings:
         cached = _check_hub_files(arch.get("model_type"), arch["model_name"], arch["tokenizer_name"], key)
     del loaded
     # In local mode the workers share the driver's Hugging Face cache: no need to ask the hub again.
-    offline = _offline() or (cached and spark.sparkContext.master.startswith("local"))
+    offline = _offline() or (cached and master_of(spark).startswith("local"))
     return ToxicitySettings(
         "detoxify", classes, name, checkpoint, hf_ref, hub_offline=offline, device=spec.device,
         batch_size=spec.batch_size, max_tokens=spec.max_tokens,

@@ -59,7 +59,7 @@ $(STAMP): pyproject.toml constraints.txt
 	  rm -rf "$(LLAMA_WHEELS)" && mv "$$tmp" "$(LLAMA_WHEELS)"; \
 	fi
 	$(PY) -m pip install --quiet --no-deps "$(LLAMA_WHEELS)"/*.whl
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,detoxify,llm,docs,connect]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[spark,test,detoxify,llm,docs,connect]'
 	touch $@
 
 # llama-cpp-python (the `llm` extra) comes from PyPI as source only: the first install on a machine

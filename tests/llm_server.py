@@ -35,8 +35,11 @@ class LlamaServer(Daemon):
 class Proxy:
     """An HTTP proxy on 127.0.0.1 that answers the next requests by `plan`, then forwards.
 
-    Plan steps: "500" (a server error), "400" (a client error), "stall" (no answer for
-    `stall_s` seconds, past the client's timeout, then the connection closes), "forward".
+    Plan steps: "500" (a server error), "400" (a client error), "429" (too many requests, with
+    `Retry-After: 1`), "stall" (no answer for `stall_s` seconds, past the client's timeout, then
+    the connection closes), "truncated" (a 200 whose JSON body is cut short), "reset" (a 200 whose
+    connection closes halfway through the promised body), "empty" (a 200 with no choices),
+    "forward".
     `log` records (step, path, Authorization header) per request.
     """
 
@@ -57,13 +60,21 @@ class Proxy:
                 with proxy.lock:
                     step = proxy.plan.pop(0) if proxy.plan else "forward"
                     proxy.log.append((step, self.path, self.headers.get("Authorization")))
-                if step in ("500", "400"):
-                    payload = b'{"error": {"message": "injected by the test proxy"}}'
-                    self.send_response(int(step))
+                if step in ("500", "400", "429", "truncated", "empty", "reset"):
+                    whole = b'{"id": "x", "choices": [{"text": "injected", "finish_reason": "stop"}], "usage": {}}'
+                    payload = {"truncated": whole[:30], "empty": b'{"id": "x", "choices": []}', "reset": whole}.get(
+                        step, b'{"error": {"message": "injected by the test proxy"}}')
+                    self.send_response(200 if step in ("truncated", "empty", "reset") else int(step))
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload)))
+                    if step == "429":
+                        self.send_header("Retry-After", "1")
                     self.end_headers()
-                    self.wfile.write(payload)
+                    self.wfile.write(payload[: len(payload) // 2] if step == "reset" else payload)
+                    if step == "reset":
+                        self.wfile.flush()
+                        self.close_connection = True
+                        self.connection.shutdown(2)
                     return
                 if step == "stall":
                     time.sleep(proxy.stall_s)

@@ -16,6 +16,7 @@ from conftest import local_conf
 from instructlake.core.config import LlmSettings
 from llm_server import LlamaServer, Proxy, free_port
 from instructlake.udfs.llm import (
+    cause_of,
     LlmRuntime,
     LlmUnavailableError,
     OpenAIBackend,
@@ -119,6 +120,42 @@ def test_openai_backend_records_a_client_error_without_retrying(proxy):
     got = OpenAIBackend(openai_rt(proxy.url, max_retries=3, backoff_s=0.05)).complete(PROMPT, PARAMS)
     assert proxy.steps() == ["400"]
     assert got.text is None and got.attempts == 1 and got.error.startswith("openai: HTTP 400")
+
+
+def test_openai_backend_outlasts_a_misbehaving_endpoint(direct, proxy):
+    """A 429 (its Retry-After honoured), a truncated JSON body, a connection reset halfway through
+    the body and a 200 without choices are each retried, within the bound, and then answered."""
+    proxy.plan = ["429", "truncated", "reset", "empty"]
+    waits: list[float] = []
+    backend = OpenAIBackend(openai_rt(proxy.url, max_retries=4, backoff_s=0.01, max_backoff_s=5), sleep=waits.append)
+    got = backend.complete(PROMPT, PARAMS)
+    assert proxy.steps() == ["429", "truncated", "reset", "empty", "forward"]
+    assert got.error is None and got.attempts == 5 and got.text == direct[0].text
+    assert len(waits) == 4 and waits[0] >= 1 and max(waits[1:]) < 1  # one wait per failed attempt, Retry-After first
+
+
+def test_openai_backend_records_a_call_that_stays_empty(proxy):
+    """A 200 without choices on every attempt is the call's outcome (cached like an answer), not a
+    stop of the stage; its cause is counted as `empty_choices`."""
+    proxy.plan = ["empty"] * 3
+    got = OpenAIBackend(openai_rt(proxy.url, max_retries=2, backoff_s=0.01), sleep=lambda s: None).complete(PROMPT, PARAMS)
+    assert proxy.steps() == ["empty"] * 3
+    assert got.text is None and got.attempts == 3 and cause_of(got.error) == "empty_choices"
+
+
+def test_causes_of_failed_calls(spark, tmp_path):
+    from instructlake.jobs.stages.generate_qa import failed_calls
+
+    errors = [None, "openai: HTTP 400 Bad Request: {}", "openai: HTTP 503 Service Unavailable", "openai: HTTP 502 Bad Gateway",
+              'openai: empty choices {"choices": []}', "openai: unexpected response {}", "llama_cpp: Requested tokens (900) exceed context window"]
+    assert [cause_of(e) for e in errors] == [None, "http_400", "http_5xx", "http_5xx", "empty_choices", "invalid_response", "context"]
+    rows = [("this", "answers", e) for e in errors] + [("another run", "answers", "openai: HTTP 400 Bad Request"),
+                                                       ("this", "functions", "openai: HTTP 429 Too Many Requests")]
+    uri = str(tmp_path / "generations")
+    spark.createDataFrame(rows, "run_id string, step string, error string").write.format("delta").save(uri)
+    assert failed_calls(spark, uri, "this", exclude_steps=("functions",)) == {
+        "http_5xx": 2, "context": 1, "empty_choices": 1, "http_400": 1, "invalid_response": 1}
+    assert failed_calls(spark, uri, "this", steps=("functions",)) == {"http_429": 1}
 
 
 def test_openai_backend_gives_up_on_a_dead_endpoint():

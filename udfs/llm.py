@@ -28,8 +28,10 @@ of the cache table `silver/generations` (see `instructlake.jobs.stages.generate_
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
+import re
 import time
 import urllib.error
 import urllib.request
@@ -48,6 +50,23 @@ OUTPUT_SCHEMA = (
     "key string, prompt string, params string, completion string, finish_reason string, prompt_tokens int, "
     "completion_tokens int, error string, attempts int, seconds double"
 )
+
+
+def cause_of(error: Optional[str]) -> Optional[str]:
+    """The kind of a failed call's error, for counting: `http_429`, `http_5xx`, `http_<code>`,
+    `empty_choices`, `invalid_response`, `context` (a llama_cpp prompt too long), `llama_cpp`,
+    `other`; None for a call that did not fail."""
+    if error is None:
+        return None
+    status = re.match(r"openai: HTTP (\d+)", error)
+    if status:
+        code = int(status.group(1))
+        return "http_5xx" if code >= 500 else f"http_{code}"
+    for marker, cause in (("empty choices", "empty_choices"), ("unexpected response", "invalid_response"),
+                          ("context", "context"), ("llama_cpp", "llama_cpp")):
+        if marker in error:
+            return cause
+    return "other"
 
 
 class LlmUnavailableError(RuntimeError):
@@ -245,15 +264,25 @@ class OpenAIBackend:
                 retry_after = e.headers.get("Retry-After") if e.headers else None
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
                 last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
-            except ValueError as e:  # an answer that is not JSON
+            except http.client.HTTPException as e:  # a body cut short (IncompleteRead), a broken status line
+                last = f"{type(e).__name__}: {e}"[:300]
+            except ValueError as e:  # an answer that is not JSON (a truncated body)
                 last = f"invalid response: {e}"
             else:
                 try:
                     choice = out["choices"][0]
                     text = choice["message"]["content"] if self.rt.endpoint == "chat" else choice["text"]
+                    if not isinstance(text, str):
+                        raise TypeError("no text")
                 except (KeyError, IndexError, TypeError):
-                    return Completion(None, error=f"openai: unexpected response {json.dumps(out)[:300]}",
-                                      attempts=attempt + 1, seconds=time.monotonic() - started)
+                    # A 200 without a usable choice: asked again, within the bounded retries; if it stays so,
+                    # the call's outcome is this error (cached like an answer), not a stop of the stage.
+                    empty = isinstance(out, dict) and out.get("choices") == []
+                    answered = f"openai: {'empty choices' if empty else 'unexpected response'} {json.dumps(out)[:300]}"
+                    if attempt < self.rt.max_retries:
+                        self.sleep(self._delay(attempt, None))
+                        continue
+                    return Completion(None, error=answered, attempts=attempt + 1, seconds=time.monotonic() - started)
                 usage = out.get("usage") or {}
                 return Completion(
                     text, choice.get("finish_reason"), usage.get("prompt_tokens"), usage.get("completion_tokens"),

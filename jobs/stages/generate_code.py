@@ -73,7 +73,7 @@ from instructlake.jobs.sources.code import (
     EXEC_COLUMNS, EXECUTION, exec_key_col, exec_reason, executions_at, pair_content_id, sandbox_settings, tests_instruction,
 )
 from instructlake.jobs.sources.mbpp import mbpp_split_col
-from instructlake.jobs.stages.generate_qa import ModelCalls, cached_generate, model_of, read_prompt
+from instructlake.jobs.stages.generate_qa import ModelCalls, cached_generate, failed_calls, model_of, read_prompt
 from instructlake.udfs.codegen import (
     STOP, TASK_SEED, example_text, function_prompt, near_duplicates, parse_function, pick_examples, seed_starts_task, task_seed,
     task_seed_lines, task_shingles,
@@ -260,8 +260,9 @@ def run_code(spark, conf: Config, run: RunContext | None = None) -> Optional[Cod
         result.tables["code_functions"] = version
         parse = Counter(r["parse_error"] for r in functions.select("parse_error").collect())
         result.generations, result.parsed = sum(parse.values()), parse.get(None, 0)
-        log.info("functions: %d generated, %d parsed into task, code and tests; %d model call(s), %d from the cache",
-                 result.generations, result.parsed, result.calls, result.cache_hits)
+        result.failed = failed_calls(spark, lake.generations, run.run_id, steps=("functions",))
+        log.info("functions: %d generated, %d parsed into task, code and tests; %d model call(s), %d from the cache%s",
+                 result.generations, result.parsed, result.calls, result.cache_hits, result.failed_text)
     run_executions(spark, conf, lake, run, programs(spark, conf, lake, functions), result)
     if is_delta(spark, lake.executions):
         result.tables["executions"] = latest_version(spark, lake.executions)

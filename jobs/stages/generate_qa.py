@@ -54,11 +54,11 @@ from instructlake.core.session import default_parallelism
 from instructlake.core.cache import CacheStats, CachedStep, cached_results, run_cached
 from instructlake.core.config import Config, LlmSettings
 from instructlake.core.errors import GenerationError, MissingTableError
-from instructlake.core.lake import Lake, RunContext, is_delta, latest_version, read_version, write_if_changed
+from instructlake.core.lake import Lake, RunContext, is_delta, latest_version, read_table, read_version, write_if_changed
 from instructlake.jobs.sources import sources_made
 from instructlake.udfs.filters import DROP_REASON, DROP_STAGE, apply_filters, set_reason
 from instructlake.udfs.llm import (
-    OUTPUT_SCHEMA, LlmUnavailableError, call_key_col, generate_udf, model_id, params_json, runtime, sampling_params,
+    OUTPUT_SCHEMA, LlmUnavailableError, call_key_col, cause_of, generate_udf, model_id, params_json, runtime, sampling_params,
 )
 from instructlake.udfs.answer_spans import answer_span_udf
 from instructlake.udfs.qa_checks import SCORE_COLUMNS, with_qa_checks
@@ -84,6 +84,12 @@ class ModelCalls:
     """The model calls of a step: wanted, made by this run (`calls`), answered by the cache."""
 
     llm: CacheStats = field(default_factory=CacheStats)
+    failed: dict = field(default_factory=dict)  # this run's failed model calls by cause (`udfs.llm.cause_of`)
+
+    @property
+    def failed_text(self) -> str:
+        """"; failed calls: <cause> <n>, ..." for a summary line, or ""."""
+        return "; failed calls: " + ", ".join(f"{c} {n}" for c, n in self.failed.items()) if self.failed else ""
 
     @property
     def calls(self) -> int:
@@ -514,8 +520,27 @@ def run_generate(spark, conf: Config, run: RunContext | None = None) -> Optional
     result.tables = {"paragraphs": p_version, "qa": q_version}
     if is_delta(spark, lake.generations):
         result.tables["generations"] = latest_version(spark, lake.generations)
+        result.failed = failed_calls(spark, lake.generations, run.run_id, exclude_steps=("functions",))
     per = f", {result.llm.seconds / result.selected:.1f}s of model calls per paragraph" if result.calls and result.selected else ""
-    log.info("%d question-answer pairs, %d kept; %d model call(s), %d from the cache%s; %.1fs",
-             result.qa_rows, result.kept, result.calls, result.cache_hits, per, time.monotonic() - started)
+    log.info("%d question-answer pairs, %d kept; %d model call(s), %d from the cache%s%s; %.1fs",
+             result.qa_rows, result.kept, result.calls, result.cache_hits, per, result.failed_text, time.monotonic() - started)
     return result
+
+
+def failed_calls(spark, uri: str, run_id: str, steps: tuple[str, ...] = (), exclude_steps: tuple[str, ...] = ()) -> dict[str, int]:
+    """The model calls of run `run_id` in the cache table `uri` that failed (of `steps`, all but
+    `exclude_steps`), by cause (`cause_of`), most first: their outcome is cached like an answer
+    (the call is not repeated by a re-run)."""
+    table = read_table(spark, uri)
+    if steps:
+        table = table.where(F.col("step").isin(list(steps)))
+    if exclude_steps:
+        table = table.where(~F.col("step").isin(list(exclude_steps)))
+    rows = (table.where((F.col("run_id") == run_id) & F.col("error").isNotNull())
+            .groupBy(F.substring("error", 1, 60).alias("head")).count().collect())
+    out: dict[str, int] = {}
+    for r in rows:
+        cause = cause_of(r["head"])
+        out[cause] = out.get(cause, 0) + r["count"]
+    return dict(sorted(out.items(), key=lambda e: (-e[1], e[0])))
 

@@ -84,6 +84,15 @@ class SourceFormat:
     preference: Optional[tuple[str, str]] = None
 
 
+def label_rank(conf_labels: list[str]) -> Column:
+    """Each row's position of its `source` label in `conf_labels` (the conf's label order); labels
+    not listed come after them."""
+    rank = F.lit(len(conf_labels))
+    for i, label in reversed(list(enumerate(conf_labels))):
+        rank = F.when(F.col("source") == label, F.lit(i)).otherwise(rank)
+    return rank
+
+
 def candidate_rows(source: Source, rows: DataFrame, *, instruction: Column, response: Column, reason: Column,
                    stage: str | Column, is_code: bool, rating: Optional[Column] = None, item: Optional[Column] = None,
                    content_id: Optional[Column] = None, source_file: Optional[Column] = None,

@@ -44,6 +44,7 @@ from instructlake.core.config import Config
 from instructlake.core.errors import MissingTableError
 from instructlake.core.faults import checkpoint
 from instructlake.core.lake import Lake, RunContext, commit_metadata, git_commit, is_delta, read_version, with_position_and_total
+from instructlake.jobs.sources.base import label_rank
 from instructlake.jobs.stages.card import render_card
 from instructlake.jobs.stages.formats import SPLIT, seeded_hash, select_rows, split_col, with_exported_texts, write_formats
 from instructlake.jobs.stages.products import cut_counts, enabled_products
@@ -74,10 +75,7 @@ def order_key(conf: Config, lead: tuple = ()) -> list:
     after the columns `lead`."""
     tie = [F.col("source_name"), F.col("row_index"), F.col("content_id"), F.col("source_file"), F.col("item")]
     if conf.export.order == "source":
-        rank = F.lit(len(conf.label_order))
-        for i, label in reversed(list(enumerate(conf.label_order))):
-            rank = F.when(F.col("source") == label, F.lit(i)).otherwise(rank)
-        return [*lead, rank, *tie]
+        return [*lead, label_rank(conf.label_order), *tie]
     return [*lead, seeded_hash(conf.export.seed), *tie]
 
 
@@ -219,7 +217,7 @@ def write_products(spark, conf: Config, lake: Lake, release: str, staging: str) 
         out[name] = {
             "table": {"uri": uri, "version": version},
             "counts": _counts_per_source(*drop_table(table, conf)),
-            "cuts": cut_counts(spark, uri, version) if name == "conversations" else None,
+            "cuts": cut_counts(table) if name == "conversations" else None,
             "exported": exported_counts(kept),
             "files": [f | {"bytes": digests[f["file"]][1], "sha256": digests[f["file"]][0]} for f in files],
         }

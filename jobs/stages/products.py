@@ -51,7 +51,7 @@ from instructlake.core.confload import to_dict
 from instructlake.core.errors import ConfigError, MissingTableError
 from instructlake.core.lake import Lake, RunContext, commit_metadata, is_delta, latest_version, overwrite, read_version, stats_only_on
 from instructlake.jobs.sources import format_of
-from instructlake.jobs.sources.base import DIALOGUE_SPLIT
+from instructlake.jobs.sources.base import DIALOGUE_SPLIT, label_rank
 from instructlake.jobs.stages.pairs import drop_counts, with_text_lengths
 from instructlake.udfs.conversation import conversation_col, preference_col, turns_text
 from instructlake.udfs.filters import DROP_REASON, DROP_STAGE, apply_filters, applies_to, filter_of, scorer_names, set_reason
@@ -127,11 +127,15 @@ def every_turn_filters(conf: Config) -> list[FilterSpec]:
     return product_filters(conf, "conversations", keys, "every_turn_filters")
 
 
-def _bronze(spark, lake: Lake, source: Source) -> tuple[DataFrame, int]:
-    uri = lake.bronze(source.name)
-    if not is_delta(spark, uri):
-        raise MissingTableError(f"bronze table for source {source.name!r} not found at {uri}; run `instructlake ingest` first")
-    return read_version(spark, uri)
+def bronze_versions(spark, lake: Lake, sources: list[Source]) -> dict[str, int]:
+    """The latest version of each source's bronze table (a missing one: a one-line error)."""
+    versions = {}
+    for source in sources:
+        uri = lake.bronze(source.name)
+        if not is_delta(spark, uri):
+            raise MissingTableError(f"bronze table for source {source.name!r} not found at {uri}; run `instructlake ingest` first")
+        versions[source.name] = latest_version(spark, uri)
+    return versions
 
 
 def _provenance(source: Source, bronze: DataFrame, **extra: Column) -> DataFrame:
@@ -149,11 +153,11 @@ def _split_failed(error: Column, stage: str) -> tuple[Column, Column]:
     return error.alias(DROP_REASON), F.when(error.isNotNull(), F.lit(stage)).alias(DROP_STAGE)
 
 
-def preference_rows(spark, conf: Config, lake: Lake, sources: list[Source]) -> tuple[DataFrame, dict[str, int]]:
-    """The preference table's rows (see the module doc) and the bronze versions read."""
-    parts, versions = [], {}
+def preference_rows(spark, conf: Config, lake: Lake, sources: list[Source], versions: dict[str, int]) -> DataFrame:
+    """The preference table's rows (see the module doc), from bronze at `versions`."""
+    parts = []
     for source in sources:
-        bronze, versions[source.name] = _bronze(spark, lake, source)
+        bronze = read_version(spark, lake.bronze(source.name), versions[source.name])[0]
         chosen, rejected = format_of(source).preference
         parts.append(_provenance(source, bronze, _p=preference_col(F.col(chosen), F.col(rejected))))
     p = F.col("_p")
@@ -176,14 +180,14 @@ def preference_rows(spark, conf: Config, lake: Lake, sources: list[Source]) -> t
             df = set_reason(df, rules, spec.key)
     if conf.products.preference.dedup_prompts:
         df = drop_repeats(df, conf, turns_text(F.col("prompt")), "duplicate_prompt_of")
-    return df, versions
+    return df
 
 
-def conversation_rows(spark, conf: Config, lake: Lake, sources: list[Source]) -> tuple[DataFrame, dict[str, int]]:
-    """The conversations table's rows (see the module doc) and the bronze versions read."""
-    parts, versions = [], {}
+def conversation_rows(spark, conf: Config, lake: Lake, sources: list[Source], versions: dict[str, int]) -> DataFrame:
+    """The conversations table's rows (see the module doc), from bronze at `versions`."""
+    parts = []
     for source in sources:
-        bronze, versions[source.name] = _bronze(spark, lake, source)
+        bronze = read_version(spark, lake.bronze(source.name), versions[source.name])[0]
         fmt = format_of(source)
         rating = F.col(fmt.rating).cast("double") if fmt.rating else F.lit(None).cast("double")
         parts.append(_provenance(source, bronze, _c=conversation_col(F.col(fmt.dialogue)), red_team_rating=rating))
@@ -198,7 +202,7 @@ def conversation_rows(spark, conf: Config, lake: Lake, sources: list[Source]) ->
     df = judge_later_turns(df, every_turn_filters(conf))
     if conf.products.conversations.dedup:
         df = drop_repeats(df, conf, turns_text(F.col("messages")), "duplicate_of")
-    return df, versions
+    return df
 
 
 def judge_later_turns(df: DataFrame, specs: list[FilterSpec]) -> DataFrame:
@@ -235,11 +239,8 @@ def judge_later_turns(df: DataFrame, specs: list[FilterSpec]) -> DataFrame:
 def drop_repeats(df: DataFrame, conf: Config, text: Column, reason: str) -> DataFrame:
     """Among the kept rows, those whose normalized `text` an earlier row has (sources in conf
     order, then the smallest content id) are dropped as `<reason>:<content_id of that row>`."""
-    rank = F.lit(len(conf.label_order))
-    for i, label in reversed(list(enumerate(conf.label_order))):
-        rank = F.when(F.col("source") == label, F.lit(i)).otherwise(rank)
     keyed = df.where(F.col(DROP_REASON).isNull()).select(
-        *ROW_KEYS, "content_id", rank.alias("_rank"), F.sha2(normalized_col(text, conf.dedup.normalization), 256).alias("_text"))
+        *ROW_KEYS, "content_id", label_rank(conf.label_order).alias("_rank"), F.sha2(normalized_col(text, conf.dedup.normalization), 256).alias("_text"))
     order = Window.partitionBy("_text").orderBy("_rank", "content_id", *ROW_KEYS)
     repeats = (
         keyed.withColumn("_n", F.row_number().over(order)).withColumn("_first", F.first("content_id").over(order))
@@ -262,13 +263,9 @@ def product_digest(conf: Config, name: str, benchmarks: dict) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
-def bronze_versions(spark, lake: Lake, sources: list[Source]) -> dict[str, int]:
-    return {s.name: latest_version(spark, lake.bronze(s.name)) for s in sources if is_delta(spark, lake.bronze(s.name))}
-
-
-def cut_counts(spark, uri: str, version: int) -> dict[str, dict[str, int]]:
-    """{source: {cut reason: conversations}} of the kept conversations that were cut."""
-    rows = (read_version(spark, uri, version)[0].where(F.col(DROP_REASON).isNull() & F.col("cut").isNotNull())
+def cut_counts(table: DataFrame) -> dict[str, dict[str, int]]:
+    """{source: {cut reason: conversations}} of the kept conversations of `table` that were cut."""
+    rows = (table.where(F.col(DROP_REASON).isNull() & F.col("cut").isNotNull())
             .groupBy("source", "cut").count().collect())
     out: dict[str, dict[str, int]] = {}
     for r in sorted(rows, key=lambda r: (r["source"], r["cut"])):
@@ -286,15 +283,14 @@ def run_product(spark, conf: Config, name: str, run: RunContext, lake: Lake, ben
     previous = commit_metadata(spark, uri, latest_version(spark, uri)) if is_delta(spark, uri) else None
     rebuilt = previous is None or previous.get("conf_digest") != digest or previous.get("bronze_versions") != versions
     if rebuilt:
-        rows, versions = BUILDERS[name](spark, conf, lake, sources)
-        rows = rows.withColumn("products_run_id", F.lit(run.run_id))
+        rows = BUILDERS[name](spark, conf, lake, sources, versions).withColumn("products_run_id", F.lit(run.run_id))
         specs = product_filters(conf, name, getattr(conf.products, name).filters)
         metadata = {"stage": name, "run_id": run.run_id, "conf_digest": digest, "bronze_versions": versions,
                     "scorers": scorer_names(specs)}
         overwrite(rows, uri, metadata, PROPERTIES)
     version = latest_version(spark, uri)
     counts, stages = drop_counts(spark, uri, version)
-    cuts = cut_counts(spark, uri, version) if name == "conversations" else {}
+    cuts = cut_counts(read_version(spark, uri, version)[0]) if name == "conversations" else {}
     result = ProductResult(name, uri, version, counts, stages, cuts, rebuilt)
     log.info("%s: %d rows, %d kept -> %s (v%d%s), %.1fs", name, sum(n for _, _, n in counts), result.kept, uri, version,
              "" if rebuilt else ", up to date", time.monotonic() - started)

@@ -91,6 +91,28 @@ class Source:
             raise ConfigError("paths", "at least one input path is required")
 
 
+@dataclass
+class IngestSettings:
+    """Bounds on what one input may hold (`instructlake.jobs.stages.ingest`): a record or a file
+    beyond them is quarantined with its reason instead of being parsed or read, so that an
+    oversized or hostile input cannot exhaust a task's memory; the rest of its file goes through."""
+
+    # A record (a line, an element of a JSON array, a paragraph) of more UTF-8 bytes than this
+    # (16 MiB) is quarantined as `record_too_large` with its first 2,000 characters; a line is
+    # told by its length alone, before anything parses it.
+    max_record_bytes: int = field(default=16 * 2**20, metadata={"min": 1024})
+    # A file read whole (formats red_team, web_text, conala) of more bytes than this (256 MiB), a
+    # gzipped one by its expansion, is one quarantine row `file_too_large` and is not read: one task
+    # holds such a file whole, a few times over (Spark's bound for one value is 2 GiB).
+    max_file_bytes: int = field(default=256 * 2**20, metadata={"min": 1024, "max": 2**31 - 1})
+    # A gzip file that expands to more bytes than this (8 GiB) is one quarantine row `gzip_bomb`
+    # and is not read.
+    max_expanded_bytes: int = field(default=8 * 2**30, metadata={"min": 1024})
+    # So is one that expands to more than this many times its own size, once its expansion has
+    # passed `max_record_bytes` (text compresses about 3 to 10 times; a gzip bomb about 1,000).
+    max_expansion_ratio: float = field(default=100.0, metadata={"min": 1})
+
+
 @dataclass(kw_only=True)
 class FilterSpec:
     """One entry of `filters:` (and of `qa.paragraphs.filters`): the conf of a filter.
@@ -525,6 +547,7 @@ class Config:
     sources: list[Source]
     spark: SparkSettings = field(default_factory=SparkSettings)
     paths: Paths = field(default_factory=Paths)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
     filters: list[FilterSpec] = field(default_factory=list)
     export: Export = field(default_factory=Export)
     llm: LlmSettings = field(default_factory=LlmSettings)

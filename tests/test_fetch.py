@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import struct
 import subprocess
 import sys
 import threading
 import urllib.parse
 import zipfile
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -17,7 +19,10 @@ import pytest
 from conftest import REPO
 from instructlake.core.config import CONF_DIR
 from instructlake.jobs.runner import load_config
-from instructlake.jobs.stages.fetch import Catalog, ChecksumMismatch, fetch, load_catalog, mirror_url
+from instructlake.jobs.stages.fetch import (
+    ArchiveRefused, Catalog, ChecksumMismatch, Dataset, RemoteFile, extract, fetch, load_catalog, mirror_url,
+)
+from test_hostile_input import deflated_zeros
 
 
 class Mirror(ThreadingHTTPServer):
@@ -190,3 +195,58 @@ def test_full_build_conf_loads():
     for s in conf.sources:
         for p in s.paths:
             assert p.startswith("raw/") and p[len("raw/"):] in catalog_paths
+
+
+# --- zip bombs ----------------------------------------------------------------------------------
+
+
+def zip_archive(members: dict[str, tuple[bytes, int, int]]) -> bytes:
+    """A zip archive of deflated members, written by hand so that a member can be a bomb made in a
+    fraction of a second, or declare a size it does not have: {name: (raw deflate data, CRC-32,
+    size as declared in its headers)}."""
+    out, directory = bytearray(), bytearray()
+    for name, (data, crc, size) in members.items():
+        encoded, offset = name.encode(), len(out)
+        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(data), size, len(encoded), 0)
+        out += encoded + data
+        directory += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, crc, len(data), size,
+                                 len(encoded), 0, 0, 0, 0, 0, offset) + encoded
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(directory), len(out), 0)
+    return bytes(out + directory + end)
+
+
+def deflated(data: bytes) -> tuple[bytes, int, int]:
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return c.compress(data) + c.flush(), zlib.crc32(data), len(data)
+
+
+def test_zip_bomb_is_refused_and_nothing_is_extracted(mirror, tmp_path):
+    bomb, crc = deflated_zeros(1 << 30)
+    archive = zip_archive({"data/small.json": deflated(b'[{"intent": "x"}]'), "data/big.json": (bomb, crc, 1 << 30)})
+    url = "https://example.org/bomb/archive.zip"
+    mirror.publish(url, archive)
+    catalog = Catalog({"bomb": Dataset(files=[RemoteFile(path="bomb/archive.zip", url=url,
+                                                          extract=["data/small.json", "data/big.json"])])})
+    with pytest.raises(ArchiveRefused) as info:
+        fetch(["bomb"], str(tmp_path / "raw"), mirror.base_url, catalog, backoff=0, stream=io.StringIO())
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("archive.zip: member data/big.json declares 1073741824 bytes")
+    assert f"beyond the bound of {100 * len(bomb)} bytes" in message and "nothing was extracted" in message
+    assert sorted(p.name for p in (tmp_path / "raw").rglob("*") if p.is_file()) == ["archive.zip"]
+
+
+def test_a_zip_directory_that_lies_is_caught_while_extracting(tmp_path):
+    """The headers say 1 KiB, the data is 64 MiB of zeros: extraction stops at the declared size,
+    finds the checksum wrong, and leaves nothing; the absolute bound holds for honest members too."""
+    bomb, crc = deflated_zeros(64 << 20, block=16 << 20)
+    archive = tmp_path / "lying.zip"
+    archive.write_bytes(zip_archive({"a.json": deflated(b'{"a": 1}'), "b.json": (bomb, crc, 1024)}))
+    with pytest.raises(ArchiveRefused, match=r"^lying.zip: member b.json is damaged or not what its directory entry says "
+                                             r"\(Bad CRC-32 for file 'b.json'\); nothing was extracted$"):
+        extract(archive, ["a.json", "b.json"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lying.zip"]
+    honest = tmp_path / "honest.zip"
+    honest.write_bytes(zip_archive({"c.json": deflated(b"x" * 5000)}))
+    with pytest.raises(ArchiveRefused, match="declares 5000 bytes .* beyond the bound of 4096 bytes"):
+        extract(honest, ["c.json"], max_bytes=4096)
+    assert extract(honest, ["c.json"]) == [tmp_path / "c.json"] and (tmp_path / "c.json").read_bytes() == b"x" * 5000

@@ -5,23 +5,27 @@ a JSON array). `with_typed_fields` checks it against a field list with
 built-in expressions (Spark's VARIANT type tells a JSON string from a number,
 which a plain `from_json` to a string column would silently convert) and
 adds one column per field plus `_error`: null for a good record, else the
-first problem found (`blank_line`, `malformed_json`, `not_a_json_object`,
-`missing_field:<name>`, `wrong_type:<name>`).
+first problem found (`record_too_large`, `blank_line`, `too_deeply_nested`,
+`malformed_json`, `not_a_json_object`, `missing_field:<name>`,
+`wrong_type:<name>`). A record over the size bound is never parsed.
 
 `inspect_file` checks a raw file's bytes: whether a gzip file is complete and
 intact (Spark's reader, told to skip corrupt files, stops at a truncated
-member without saying so). Whether the bytes are UTF-8 is checked by Spark
-(`is_valid_utf8` on the text as read: Spark keeps a line's bytes as they are,
-and a Latin-1 or UTF-16 file would otherwise pass as text), in the readers'
-`_valid_utf8` column.
+member without saying so), and whether it expands beyond its bounds (a gzip
+bomb), decompressing in bounded chunks and stopping at the bound. Whether
+the bytes are UTF-8 is checked by Spark (`is_valid_utf8` on the text as read:
+Spark keeps a line's bytes as they are, and a Latin-1 or UTF-16 file would
+otherwise pass as text), in the readers' `_valid_utf8` column.
 
 `split_json_array` is the pure function that cuts a JSON array file into its
-element texts, keeping the elements before a syntax error. The readers that
-use these are the source formats' (`instructlake.jobs.sources`).
+element texts, keeping the elements before a syntax error, and the elements
+after one nested too deeply for the JSON decoder. The readers that use these
+are the source formats' (`instructlake.jobs.sources`).
 """
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from dataclasses import dataclass
 from functools import reduce
@@ -30,7 +34,11 @@ from typing import Iterator, Optional
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from instructlake.core.config import IngestSettings
+
 RAW_PREVIEW_CHARS = 2000
+# Spark's JSON parser (Jackson) refuses a document nested deeper than this.
+MAX_JSON_DEPTH = 1000
 
 _KINDS = {
     # JSON numbers arrive as integers or decimals; either is a valid double.
@@ -53,14 +61,28 @@ def _path(name: str) -> str:
     return f"$['{name}']"
 
 
-def with_typed_fields(df: DataFrame, fields: list[Field], raw: str = "raw") -> DataFrame:
-    """Adds a typed column per field and `_error` (see module doc).
+def _opens_too_deep(raw: Column) -> Column:
+    """Whether a record opens more than `MAX_JSON_DEPTH` arrays or objects one inside the other
+    from its start (an object through its first key): then that depth is what Spark's parser
+    refused. Only for records it refused; every pattern is possessive or a plain character
+    class, which Java's regex engine matches without recursion (a repeated group would recurse
+    once per repetition and overflow the stack on deep input)."""
+    keys_out = F.regexp_replace(raw, r'\{\s*+"[^"\\]*+"\s*+:', "{")
+    openers = F.regexp_extract(F.regexp_replace(keys_out, r"\s+", ""), r"^[\[{]*+", 0)
+    return F.length(openers) > MAX_JSON_DEPTH
+
+
+def with_typed_fields(df: DataFrame, fields: list[Field], raw: str = "raw",
+                      max_record_bytes: Optional[int] = None) -> DataFrame:
+    """Adds a typed column per field and `_error` (see module doc); a record of more than
+    `max_record_bytes` UTF-8 bytes is `record_too_large` and is not parsed.
 
     Each record is parsed once, into a column of its own: written as one
     expression, every check would parse the record again (Spark does not
     share work between the branches of a CASE WHEN).
     """
-    parsed = df.select("*", F.try_parse_json(F.col(raw)).alias("_v"))
+    fits = F.octet_length(F.col(raw)) <= max_record_bytes if max_record_bytes else F.lit(True)
+    parsed = df.select("*", F.when(fits, F.try_parse_json(F.col(raw))).alias("_v"))
     v = F.col("_v")
     values = {f.name: F.try_variant_get(v, _path(f.name), "variant") for f in fields}
     parsed = parsed.select(
@@ -68,7 +90,9 @@ def with_typed_fields(df: DataFrame, fields: list[Field], raw: str = "raw") -> D
         *[F.schema_of_variant(values[f.name]).alias(f"_kind_{f.name}") for f in fields],
     )
     checks: list[tuple[Column, Column]] = [
+        (~fits, F.lit("record_too_large")),  # first: the checks below would each go through it whole
         (F.col(raw).isNull() | (F.trim(F.col(raw)) == ""), F.lit("blank_line")),
+        (v.isNull() & _opens_too_deep(F.col(raw)), F.lit("too_deeply_nested")),
         (v.isNull(), F.lit("malformed_json")),
         (~F.col("_kind").startswith("OBJECT"), F.lit("not_a_json_object")),
     ]
@@ -106,13 +130,41 @@ def content_id(fields: list[Field]) -> Column:
     return F.sha2(canonical_text(fields), 256)
 
 
+# A JSON string (escapes and all), a run of opening brackets, a run of closing ones, or a quote that
+# opens a string never closed: all that matters to find where a nested value ends.
+_BRACKET_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{]+|[\]}]+|"')
+
+
+def _value_end(text: str, start: int) -> Optional[int]:
+    """Where the array or object that starts at `text[start]` ends, found by matching brackets
+    outside strings without recursion (the value may be nested too deeply for the JSON decoder);
+    None when it never closes. Runs of brackets count at once, so 10^6 nested ones are two steps."""
+    depth = 0
+    for m in _BRACKET_TOKENS.finditer(text, start):
+        first, length = text[m.start()], m.end() - m.start()
+        if first == '"':
+            if length == 1:
+                return None
+        elif first in "[{":
+            depth += length
+        elif length >= depth:
+            return m.start() + depth
+        else:
+            depth -= length
+    return None
+
+
 def split_json_array(text: Optional[str]) -> Iterator[tuple[int, str, Optional[str]]]:
     """Yield (index, element text, error) for each element of a JSON array text.
 
     Elements are cut with the JSON decoder, so their texts are exact slices of
     the input. A syntax error ends the scan with one last record holding the
     rest of the text and the reason; a file that is not an array at all is
-    one record with reason `not_a_json_array`.
+    one record with reason `not_a_json_array`. An element nested more deeply
+    than the decoder can follow (Python's recursion limit, about 1,000
+    levels) is one record with reason `too_deeply_nested` (its first 2,000
+    characters); its end is found by matching brackets, and the elements
+    after it are cut as before (when it never closes, it is the last record).
     """
     if text is None or not text.strip():
         yield 0, "", "empty_file"
@@ -139,10 +191,17 @@ def split_json_array(text: Optional[str]) -> Iterator[tuple[int, str, Optional[s
     while True:
         try:
             _, end = decoder.raw_decode(text, i)
-        except json.JSONDecodeError as e:
+        except json.JSONDecodeError:
             yield index, text[i : i + RAW_PREVIEW_CHARS], "malformed_json"
             return
-        yield index, text[i:end], None
+        except RecursionError:
+            closed = _value_end(text, i)
+            yield index, text[i : i + RAW_PREVIEW_CHARS], "too_deeply_nested"
+            if closed is None:
+                return
+            end = closed
+        else:
+            yield index, text[i:end], None
         index += 1
         i = skip(end)
         if i < n and text[i] == ",":
@@ -157,38 +216,68 @@ def split_json_array(text: Optional[str]) -> Iterator[tuple[int, str, Optional[s
         return
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+INFLATE_IN = 1 << 20    # compressed bytes given to the decompressor at a time
+INFLATE_OUT = 1 << 22   # the most bytes one decompressed chunk holds (4 MiB)
+
+
 def _gunzip_chunks(content: bytes, problems: list[str]) -> Iterator[bytes]:
-    """Decompressed chunks of a (possibly multi-member) gzip file; a problem is appended, not raised."""
-    data = content
+    """Decompressed chunks (at most `INFLATE_OUT` bytes each) of a (possibly multi-member) gzip
+    file; a problem is appended, not raised. The input is fed in slices of `INFLATE_IN` bytes, so
+    neither the input left over nor an output chunk grows with the file or its expansion."""
+    view = memoryview(content)
+    pos, n = 0, len(content)
     while True:
         d = zlib.decompressobj(wbits=31)
+        pending = b""
         try:
             while not d.eof:
-                out = d.decompress(data, 1 << 24)
+                if not pending:
+                    if pos >= n:
+                        problems.append("truncated_gzip")
+                        return
+                    pending = view[pos : pos + INFLATE_IN]
+                    pos += len(pending)
+                out = d.decompress(pending, INFLATE_OUT)
                 if out:
                     yield out
-                data = d.unconsumed_tail
-                if not data and not d.eof:
-                    problems.append("truncated_gzip")
-                    return
+                pending = d.unconsumed_tail
         except zlib.error:
             problems.append("corrupt_gzip")
             return
-        data = d.unused_data
-        if not data.strip(b"\x00"):
-            return
+        pos -= len(d.unused_data)  # where the next member, if any, starts
+        if content[pos : pos + 2] != GZIP_MAGIC and not bytes(view[pos:]).strip(b"\x00"):
+            return  # the end, or zero padding
 
 
-def inspect_file(content: Optional[bytes], gzipped: bool) -> Optional[str]:
-    """The problem of a raw file's bytes: None, `empty_file`, `truncated_gzip` or `corrupt_gzip`."""
+def gzip_bound(compressed_bytes: int, limits: IngestSettings, whole: bool = False) -> tuple[int, str]:
+    """(the most bytes a gzip file of `compressed_bytes` may expand to, the reason when it expands
+    to more): `gzip_bomb` beyond `max_expanded_bytes`, or beyond `max_expansion_ratio` times its
+    size once past `max_record_bytes`; for a file read whole, `file_too_large` beyond
+    `max_file_bytes` where that comes first."""
+    bomb = min(limits.max_expanded_bytes, max(limits.max_record_bytes, int(limits.max_expansion_ratio * compressed_bytes)))
+    if whole and limits.max_file_bytes < bomb:
+        return limits.max_file_bytes, "file_too_large"
+    return bomb, "gzip_bomb"
+
+
+def inspect_file(content: Optional[bytes], gzipped: bool, limits: Optional[IngestSettings] = None,
+                 whole: bool = False) -> Optional[str]:
+    """The problem of a raw file's bytes: None, `empty_file`, `truncated_gzip`, `corrupt_gzip`, or
+    with `limits`, `gzip_bomb` or (`whole`: the file is read whole) `file_too_large` (see
+    `gzip_bound`). Decompression stops as soon as a bound is passed; besides the compressed
+    bytes it holds at most about 16 MiB (three chunks of `INFLATE_OUT` and a slice of input)."""
     if not content:
         return "empty_file"
     if not gzipped:
         return None
+    bound, over = gzip_bound(len(content), limits, whole) if limits is not None else (None, None)
     problems: list[str] = []
-    empty = True
+    expanded = 0
     for chunk in _gunzip_chunks(content, problems):
-        empty = empty and not chunk
+        expanded += len(chunk)
+        if bound is not None and expanded > bound:
+            return over
     if problems:
         return problems[0]
-    return "empty_file" if empty else None
+    return "empty_file" if not expanded else None

@@ -202,6 +202,8 @@ def parse_jsonl(text: str, name: str = "") -> Iterator[Record]:
                 obj = json.loads(line)
             except ValueError:
                 obj, error = None, "malformed_json"
+            except RecursionError:
+                obj, error = None, "too_deeply_nested"
             if error is None and not isinstance(obj, dict):
                 error = "not_a_json_object"
             elif error is None and "text" not in obj:
@@ -236,8 +238,8 @@ def parse_squad(text: str, name: str = "") -> Iterator[Record]:
     base = _base_name(name)
     try:
         data = json.loads(text)
-    except ValueError:
-        yield 0, text[:RAW_PREVIEW_CHARS], "malformed_json"
+    except (ValueError, RecursionError) as e:
+        yield 0, text[:RAW_PREVIEW_CHARS], "too_deeply_nested" if isinstance(e, RecursionError) else "malformed_json"
         return
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         yield 0, text[:RAW_PREVIEW_CHARS], "not_squad_json"

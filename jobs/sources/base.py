@@ -23,7 +23,7 @@ from instructlake.core.faults import checkpoint
 from instructlake.core.lake import with_position
 from instructlake.udfs.filters import DROP_REASON, DROP_STAGE
 from instructlake.udfs.dialogue import with_first_exchange
-from instructlake.udfs.records import Field
+from instructlake.udfs.records import RAW_PREVIEW_CHARS, Field
 
 READ_SCHEMA = "source_file string, row_index long, raw string, _read_error string, _valid_utf8 boolean"
 # (file text, file URI) -> (row_index, raw record, read error) for each record of the file
@@ -52,8 +52,11 @@ class Derived:
 class SourceFormat:
     """A source format (see the module doc).
 
-    - `read(spark, files, tolerant)`: `READ_SCHEMA` rows of the files;
-      `tolerant`: a truncated or corrupt gzip file gives what could be read;
+    - `read(spark, files, tolerant, max_record_bytes)`: `READ_SCHEMA` rows of
+      the files; `tolerant`: a truncated or corrupt gzip file gives what could
+      be read; `max_record_bytes`: a record longer than this is
+      `record_too_large` with its preview (the ingest checks it again in the
+      JVM, in UTF-8 bytes, before parsing);
     - `line_based`: one record per line (else the files are read whole);
     - `candidates(spark, conf, lake, source, bronze, derived)`: the candidate pairs;
     - `stages`: the drop stages its candidates can carry, in pipeline order;
@@ -120,7 +123,7 @@ def candidate_rows(source: Source, rows: DataFrame, *, instruction: Column, resp
 # --- readers ------------------------------------------------------------------------------------
 
 
-def read_json_lines(spark, files: list[str], tolerant: bool = True) -> DataFrame:
+def read_json_lines(spark, files: list[str], tolerant: bool = True, max_record_bytes: Optional[int] = None) -> DataFrame:
     """`READ_SCHEMA` rows for every line of text files (gzipped or not), in file order.
 
     A compressed file is one partition; a splittable one gets each split's
@@ -128,7 +131,9 @@ def read_json_lines(spark, files: list[str], tolerant: bool = True) -> DataFrame
     so no shuffle is needed. Spark's text reader keeps a line's bytes as they
     are: `_valid_utf8` tells whether they are UTF-8. `tolerant`: a truncated or
     corrupt gzip file gives the lines before the damage (the ingest then checks
-    the file and quarantines it); otherwise it fails the job.
+    the file and quarantines it); otherwise it fails the job. A line is
+    handed over whole, however long: the ingest quarantines one over
+    `max_record_bytes` by its length before parsing it, so it is not checked here.
     """
     def one(file_uri: str) -> DataFrame:
         lines = with_position(spark.read.option("ignoreCorruptFiles", str(tolerant).lower()).text(file_uri), "row_index")
@@ -141,22 +146,39 @@ def read_json_lines(spark, files: list[str], tolerant: bool = True) -> DataFrame
 
 
 def read_whole_files(spark, files: list[str], split: RecordSplitter, checkpoint_name: Optional[str] = None,
-                     tolerant: bool = True) -> DataFrame:
+                     tolerant: bool = True, max_record_bytes: Optional[int] = None) -> DataFrame:
     """`READ_SCHEMA` rows for the records of files that must be read whole (a JSON array, WikiText
     articles): each file is one Spark task, its text split into records by `split` in a Python worker.
 
     `checkpoint_name` names a fault checkpoint (`instructlake.core.faults`) passed once per batch.
-    `tolerant`: as for `read_json_lines`.
+    `tolerant`: as for `read_json_lines`. A record of more than `max_record_bytes` characters
+    (so at least as many UTF-8 bytes) leaves the worker as its preview, `record_too_large`. A
+    splitter that meets nesting deeper than Python's JSON decoder follows, and does not handle it
+    itself, ends its file there: one last record `too_deeply_nested`, not a failed task.
     """
+    limit = max_record_bytes or None
+
+    def bounded(raw: Optional[str], error: Optional[str]) -> tuple[Optional[str], Optional[str]]:
+        if limit is not None and error is None and raw is not None and len(raw) > limit:
+            return raw[:RAW_PREVIEW_CHARS], "record_too_large"
+        return raw, error
+
+    def records(text: Optional[str], source_file: str) -> Iterator[tuple[int, Optional[str], Optional[str]]]:
+        index = -1
+        try:
+            for index, raw, error in split(text, source_file):
+                yield index, raw, error
+        except RecursionError:
+            yield index + 1, "", "too_deeply_nested"
 
     def explode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             if checkpoint_name:
                 checkpoint(checkpoint_name)
             rows = [
-                (source_file, index, raw, error, valid)
+                (source_file, index, *bounded(raw, error), valid)
                 for source_file, text, valid in zip(batch["source_file"], batch["value"], batch["_valid_utf8"])
-                for index, raw, error in split(text, source_file)
+                for index, raw, error in records(text, source_file)
             ]
             yield pd.DataFrame(rows, columns=["source_file", "row_index", "raw", "_read_error", "_valid_utf8"])
 

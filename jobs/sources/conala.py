@@ -9,6 +9,8 @@ snippet that does not compile is dropped as `snippet_does_not_compile`).
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -45,9 +47,9 @@ def _split(text, source_file):
     return split_json_array(text)
 
 
-def read(spark, files: list[str], tolerant: bool = True) -> DataFrame:
+def read(spark, files: list[str], tolerant: bool = True, max_record_bytes: Optional[int] = None) -> DataFrame:
     """`READ_SCHEMA` rows for each element of the CoNaLa JSON arrays."""
-    return read_whole_files(spark, files, _split, tolerant=tolerant)
+    return read_whole_files(spark, files, _split, tolerant=tolerant, max_record_bytes=max_record_bytes)
 
 
 def candidates(spark, conf, lake, source, bronze: DataFrame, derived) -> DataFrame:

@@ -9,6 +9,8 @@ conversations product takes every turn of `transcript`.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -33,9 +35,10 @@ def _split(text, source_file):
     return split_json_array(text)
 
 
-def read(spark, files: list[str], tolerant: bool = True) -> DataFrame:
+def read(spark, files: list[str], tolerant: bool = True, max_record_bytes: Optional[int] = None) -> DataFrame:
     """`READ_SCHEMA` rows for each element of the JSON-array files."""
-    return read_whole_files(spark, files, _split, checkpoint_name="worker.red_team_split", tolerant=tolerant)
+    return read_whole_files(spark, files, _split, checkpoint_name="worker.red_team_split", tolerant=tolerant,
+                            max_record_bytes=max_record_bytes)
 
 
 def candidates(spark, conf, lake, source, bronze: DataFrame, derived) -> DataFrame:

@@ -20,6 +20,8 @@ paragraphs (`silver/qa`, one row per generated question, `item` =
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -42,9 +44,9 @@ FIELDS = [
 STAGES = ("generation", "qa_checks", "qa_verify", "qa_duplicates", "qa_balance")
 
 
-def read(spark, files: list[str], tolerant: bool = True) -> DataFrame:
+def read(spark, files: list[str], tolerant: bool = True, max_record_bytes: Optional[int] = None) -> DataFrame:
     """`READ_SCHEMA` rows for each paragraph or bad record of the files."""
-    return read_whole_files(spark, files, paragraph_records, tolerant=tolerant)
+    return read_whole_files(spark, files, paragraph_records, tolerant=tolerant, max_record_bytes=max_record_bytes)
 
 
 def candidates(spark, conf, lake, source, bronze: DataFrame, derived) -> DataFrame:

@@ -8,7 +8,12 @@ errors, timeouts and 5xx answers; then check its size and sha256. A checksum
 mismatch deletes the partial file and fails, naming the file and both
 hashes. A file without a published checksum is pinned on its first verified
 download in `<raw>/fetch-lock.json` and checked against that later. Zip
-members listed under `extract` are unpacked beside the archive.
+members listed under `extract` are unpacked beside the archive, all or none:
+an archive whose members expand beyond `max_extracted_bytes` or beyond
+`max_extract_ratio` times their compressed size (a zip bomb) is refused with
+one line naming it and the bound, by the sizes its directory declares and
+again by the bytes actually written (a directory can lie), and no extracted
+file, whole or partial, is left behind.
 
 The raw zone is a local folder or any URI Spark reads (s3a://, abfss://,
 dbfs:/ ...): for a remote one, files are downloaded into a local cache first
@@ -21,7 +26,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import socket
 import sys
 import time
@@ -29,6 +33,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -44,6 +49,12 @@ LOCK = "fetch-lock.json"
 CHUNK = 1 << 20
 BASE_URL_ENV = "INSTRUCTLAKE_FETCH_BASE_URL"
 DOWNLOAD_CACHE = "~/.cache/instructlake/downloads"
+# What one extracted archive member may expand to: at most MAX_EXTRACTED_BYTES, and once past
+# EXTRACT_RATIO_FROM at most MAX_EXTRACT_RATIO times its compressed size (text compresses about
+# 3 to 10 times, a zip bomb about 1,000).
+MAX_EXTRACTED_BYTES = 8 << 30
+MAX_EXTRACT_RATIO = 100.0
+EXTRACT_RATIO_FROM = 64 << 20
 
 
 @dataclass
@@ -79,6 +90,10 @@ class Catalog:
 
 class ChecksumMismatch(FetchError):
     pass
+
+
+class ArchiveRefused(FetchError):
+    """An archive whose members expand beyond the bounds, or cannot be extracted as they claim."""
 
 
 def load_catalog(path: str | Path | None = None) -> Catalog:
@@ -193,6 +208,65 @@ def _write_lock(spark, raw: str, lock: dict, remote: bool) -> None:
         storage.write_text(spark, storage.join(raw, LOCK), text)
 
 
+def member_bound(compressed: int, max_bytes: int, max_ratio: float) -> int:
+    """The most bytes a member of `compressed` bytes may expand to (see `MAX_EXTRACTED_BYTES`)."""
+    return min(max_bytes, max(EXTRACT_RATIO_FROM, int(max_ratio * compressed)))
+
+
+def extract(archive: Path, members: list[str], max_bytes: int = MAX_EXTRACTED_BYTES,
+            max_ratio: float = MAX_EXTRACT_RATIO) -> list[Path]:
+    """Extract `members` of the zip `archive` beside it (each under its own path inside the archive),
+    all or none; returns their paths. `ArchiveRefused` when one of them declares, or turns out to
+    hold, more than `member_bound` bytes, or is damaged: then no extracted file is left."""
+    try:
+        z = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ArchiveRefused(f"{archive.name}: not a readable zip archive: {e}") from None
+    done: list[tuple[Path, Path]] = []
+    with z:
+        try:
+            infos = [z.getinfo(m) for m in members]
+        except KeyError as e:
+            raise ArchiveRefused(f"{archive.name}: no member {e.args[0]!r} to extract") from None
+        bounds = [member_bound(i.compress_size, max_bytes, max_ratio) for i in infos]
+        for info, bound in zip(infos, bounds):  # every declared size first: nothing is written for a bomb
+            if info.file_size > bound:
+                raise ArchiveRefused(
+                    f"{archive.name}: member {info.filename} declares {info.file_size} bytes ({info.compress_size} "
+                    f"compressed), beyond the bound of {bound} bytes (at most {max_bytes}, and {max_ratio:g} times its "
+                    "compressed size); nothing was extracted"
+                )
+        try:
+            for info, bound in zip(infos, bounds):
+                dest = archive.parent / info.filename
+                part = dest.with_name(dest.name + ".part")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                done.append((part, dest))
+                written = 0
+                with z.open(info) as src, open(part, "wb") as dst:
+                    while block := src.read(CHUNK):
+                        written += len(block)
+                        if written > bound:  # more than its directory entry said
+                            raise ArchiveRefused(
+                                f"{archive.name}: member {info.filename} expands beyond the bound of {bound} bytes "
+                                f"(at most {max_bytes}, and {max_ratio:g} times its compressed size); nothing was extracted"
+                            )
+                        dst.write(block)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+            for part, _ in done:
+                part.unlink(missing_ok=True)
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ArchiveRefused(f"{archive.name}: member {info.filename} is damaged or not what its directory entry "
+                                 f"says ({why}); nothing was extracted") from None
+        except BaseException:
+            for part, _ in done:
+                part.unlink(missing_ok=True)
+            raise
+    for part, dest in done:
+        os.replace(part, dest)
+    return [dest for _, dest in done]
+
+
 def _is_local(uri: str) -> bool:
     return uri.startswith("file:") or uri.startswith("/")
 
@@ -220,12 +294,16 @@ def fetch(
     stream=None,
     via_hadoop: Optional[bool] = None,
     cache: Optional[Path] = None,
+    max_extracted_bytes: int = MAX_EXTRACTED_BYTES,
+    max_extract_ratio: float = MAX_EXTRACT_RATIO,
 ) -> FetchResult:
     """Fetch the files of the named sources (all when none) into the raw zone `raw`.
 
     `via_hadoop` forces (or forbids) the remote path: download into `cache`
     (default ~/.cache/instructlake/downloads), then copy through Hadoop's
     FileSystem; by default it is taken for every URI that is not a local path.
+    `max_extracted_bytes`, `max_extract_ratio`: the bounds of an extracted
+    archive member (`member_bound`).
     """
     catalog = catalog or load_catalog()
     unknown = [n for n in names or [] if n not in catalog.sources]
@@ -241,12 +319,14 @@ def fetch(
     result = FetchResult()
     for name in names or list(catalog.sources):
         for f in catalog.sources[name].files:
-            _fetch_one(f, name, raw, base_url, lock, result, spark, remote, cache, retries, timeout, backoff, stream)
+            _fetch_one(f, name, raw, base_url, lock, result, spark, remote, cache, retries, timeout, backoff, stream,
+                       max_extracted_bytes, max_extract_ratio)
             _write_lock(spark, raw, lock, remote)
     return result
 
 
-def _fetch_one(f: RemoteFile, name, raw, base_url, lock, result, spark, remote, cache, retries, timeout, backoff, stream) -> None:
+def _fetch_one(f: RemoteFile, name, raw, base_url, lock, result, spark, remote, cache, retries, timeout, backoff, stream,
+               max_extracted_bytes: int = MAX_EXTRACTED_BYTES, max_extract_ratio: float = MAX_EXTRACT_RATIO) -> None:
     expected_sha = f.sha256 or lock.get(f.path, {}).get("sha256")
     expected_size = f.size if f.size is not None else lock.get(f.path, {}).get("size")
     target = storage.join(raw, f.path)
@@ -274,17 +354,12 @@ def _fetch_one(f: RemoteFile, name, raw, base_url, lock, result, spark, remote, 
         progress.finish("verified" if expected_sha else "pinned (no published checksum)")
         lock[f.path] = {"sha256": actual, "size": size, "url": f.url}
         result.downloaded.append(f.path)
-    for member in f.extract:
-        out = storage.join(raw, str(Path(f.path).parent / member))
-        if (_local(out).exists() if not remote else storage.exists(spark, out)) and f.path in result.skipped:
-            continue
-        with zipfile.ZipFile(local) as z:
-            dest = local.parent / member
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with z.open(member) as src, open(dest, "wb") as dst:
-                shutil.copyfileobj(src, dst, CHUNK)
+    outs = {m: storage.join(raw, str(Path(f.path).parent / m)) for m in f.extract}
+    todo = [m for m in f.extract
+            if not (f.path in result.skipped and (_local(outs[m]).exists() if not remote else storage.exists(spark, outs[m])))]
+    for member, dest in zip(todo, extract(local, todo, max_extracted_bytes, max_extract_ratio) if todo else []):
         if remote:
-            _copy_to(spark, dest, out)
+            _copy_to(spark, dest, outs[member])
         result.extracted.append(str(Path(f.path).parent / member))
 
 

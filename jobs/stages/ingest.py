@@ -15,6 +15,13 @@ go through. A file-level problem (an empty file, a truncated or corrupt gzip
 file) is one quarantine row with `row_index` -1. For every file the job
 checks rows read = rows in bronze + rows quarantined, and fails loudly if not.
 
+Oversized and hostile input is bounded (`ingest:` in the conf,
+`instructlake.core.config.IngestSettings`): a record over `max_record_bytes`
+is quarantined by its length, unparsed; a gzip file is decompressed once in
+bounded chunks before it is read, and one that expands beyond its bounds (a
+gzip bomb) or a file read whole that is larger than `max_file_bytes` is a
+file-level quarantine row and is not read at all.
+
 Re-runs are idempotent and incremental: the `ingest_log` table remembers
 each file ingested (size, modification time, counts); a file already there
 unchanged is not read again, a new file is read alone, a changed file
@@ -43,20 +50,26 @@ from pyspark.sql import Column, DataFrame, Observation
 from pyspark.sql import functions as F
 
 from instructlake.core import storage
-from instructlake.core.config import Config, Source
+from instructlake.core.config import Config, IngestSettings, Source
 from instructlake.core.errors import IngestCheckError
 from instructlake.core.faults import checkpoint
 from instructlake.core.lake import (
     Lake, RunContext, append_rows, commit_metrics, is_delta, merge_rows, read_table, sql_string, stats_only_on,
 )
 from instructlake.jobs.sources import format_of
-from instructlake.udfs.records import RAW_PREVIEW_CHARS, content_id, inspect_file, with_typed_fields
+from instructlake.jobs.sources.base import READ_SCHEMA
+from instructlake.udfs.records import RAW_PREVIEW_CHARS, content_id, gzip_bound, inspect_file, with_typed_fields
 
 log = logging.getLogger("instructlake.ingest")
 
 PROVENANCE = ["source", "source_name", "source_file", "row_index", "content_id", "ingest_run_id", "ingested_at"]
 QUARANTINE_COLUMNS = ["source", "source_name", "source_file", "row_index", "raw", "reason", "ingest_run_id", "ingested_at"]
 FILE_LEVEL_ROW = -1
+DAMAGED = ("truncated_gzip", "corrupt_gzip")  # file problems whose files are still read, for what they hold
+REFUSED = ("gzip_bomb", "file_too_large")     # file problems whose files are not read at all
+# Spark hands a file's bytes to a Python task as one value (at most 2 GiB): larger gzip files are
+# read without the expansion check.
+MAX_INSPECTED_BYTES = 1 << 30
 BRONZE_PROPERTIES = stats_only_on(["source_file", "row_index"])  # what the ingest and pairs filter bronze on
 LOG_SCHEMA = (
     "source_name string, source_file string, file_size long, file_mtime long, rows_read long, "
@@ -75,26 +88,53 @@ class IngestResult:
     quarantined: int = 0
 
 
-def _inspect(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    for batch in batches:
-        found = [inspect_file(content, path.endswith(".gz")) for path, content in zip(batch["path"], batch["content"])]
-        yield pd.DataFrame({"path": batch["path"], "problem": found})
-
-
-def inspect_files(spark, files: list[str]) -> dict[str, str]:
-    """File problems ({file: reason}: a truncated or corrupt gzip file, an empty one).
+def inspect_files(spark, files: list[str], limits: Optional[IngestSettings] = None, whole: bool = False) -> dict[str, str]:
+    """File problems ({file: reason}: a truncated or corrupt gzip file, an empty one; with
+    `limits`, a gzip file expanding beyond them, `gzip_bomb`, or for a file read whole
+    (`whole`) `file_too_large`).
 
     Each file's bytes are checked in a Spark task (see `instructlake.udfs.records.inspect_file`);
     only the findings come back to the driver.
     """
+    def inspect(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            found = [inspect_file(content, path.endswith(".gz"), limits, whole)
+                     for path, content in zip(batch["path"], batch["content"])]
+            yield pd.DataFrame({"path": batch["path"], "problem": found})
+
     rows = (
         spark.read.format("binaryFile").load(files)
         .select("path", "content")
-        .mapInPandas(_inspect, "path string, problem string")
+        .mapInPandas(inspect, "path string, problem string")
         .where(F.col("problem").isNotNull())
         .collect()
     )
     return {r["path"]: r["problem"] for r in rows}
+
+
+def check_bounds(spark, files: list[str], sizes: dict[str, int], limits: IngestSettings, whole: bool) -> dict[str, str]:
+    """The problems known before reading ({file: reason}): for a format read whole (`whole`), a
+    plain file of more than `max_file_bytes` (by its size, at no cost), and for every gzip file
+    of at most `MAX_INSPECTED_BYTES` its damage or an expansion beyond the bounds (`inspect_files`).
+    Plain files of lines are not read here."""
+    problems = {f: "file_too_large" for f in files
+                if whole and not f.endswith(".gz") and sizes[f] > limits.max_file_bytes}
+    gz = [f for f in files if f.endswith(".gz") and 0 < sizes[f] <= MAX_INSPECTED_BYTES]
+    for f in files:
+        if f.endswith(".gz") and sizes[f] > MAX_INSPECTED_BYTES:
+            log.warning("%s: %d bytes of gzip, too large to check its expansion in one task; read unchecked", f, sizes[f])
+    if gz:
+        problems.update(inspect_files(spark, gz, limits, whole))
+    return problems
+
+
+def _beyond(file: str, reason: str, size: int, limits: IngestSettings, whole: bool) -> str:
+    """The bound a refused file of `size` bytes passed, in words."""
+    if not file.endswith(".gz"):
+        return f"{size} bytes, more than ingest.max_file_bytes ({limits.max_file_bytes} bytes)"
+    bound, _ = gzip_bound(size, limits, whole)
+    keys = "ingest.max_file_bytes" if reason == "file_too_large" else "ingest.max_expanded_bytes and ingest.max_expansion_ratio"
+    return f"it expands to more than {bound} bytes ({keys})"
 
 
 def _with_encoding_error(records: DataFrame, line_based: bool) -> DataFrame:
@@ -214,10 +254,11 @@ def _rows_per_file(spark, uri: str, files: list[str], where: Optional[Column] = 
 
 
 def ingest_source(spark, source: Source, files: list[str], lake: Lake, run: RunContext,
-                  logged: Optional[dict[str, dict]] = None) -> IngestResult:
+                  logged: Optional[dict[str, dict]] = None, limits: Optional[IngestSettings] = None) -> IngestResult:
     """Bring the source's bronze table up to date with its files; `logged`: its ingest log entries
-    by file (read here when None)."""
+    by file (read here when None); `limits`: the conf's `ingest` bounds (the defaults when None)."""
     started = time.monotonic()
+    limits = limits or IngestSettings()
     result = IngestResult(source.name, files, lake.bronze(source.name))
     status = storage.file_status(spark, files)
     if logged is None:
@@ -244,35 +285,45 @@ def ingest_source(spark, source: Source, files: list[str], lake: Lake, run: RunC
     replaced = changed + removed
     try:
         if to_read:
+            problems = check_bounds(spark, to_read, {f: status[f][0] for f in to_read}, limits, whole=not line_based)
+        readable = [f for f in to_read if problems.get(f) not in REFUSED]
+        if readable or (to_read and not is_delta(spark, uri)):  # (a first run whose every file is refused makes the table)
 
             def stamped(files: list[str], tolerant: bool) -> DataFrame:
-                records = _with_encoding_error(fmt.read(spark, files, tolerant=tolerant), line_based)
-                out = _stamp(with_typed_fields(records, fields), source, fields, run)
+                read = (fmt.read(spark, files, tolerant=tolerant, max_record_bytes=limits.max_record_bytes) if files
+                        else spark.createDataFrame([], READ_SCHEMA))
+                records = _with_encoding_error(read, line_based)
+                out = _stamp(with_typed_fields(records, fields, max_record_bytes=limits.max_record_bytes), source, fields, run)
                 # Only a quarantined record needs its raw text (the preview).
                 return out.withColumn("raw", F.when(F.col("_reason").isNotNull(), F.substring("raw", 1, RAW_PREVIEW_CHARS)))
 
             def write(tolerant: bool) -> _Written:
-                if replaced or _bronze_holds_rows_of(spark, uri, to_read):
-                    return _merge_replaced(spark, stamped(to_read, tolerant), fields, uri, replaced, meta)
-                out = _append_new(spark, stamped(to_read, tolerant), fields, uri, to_read, meta)
+                if replaced or _bronze_holds_rows_of(spark, uri, readable):
+                    return _merge_replaced(spark, stamped(readable, tolerant), fields, uri, replaced, meta)
+                out = _append_new(spark, stamped(readable, tolerant), fields, uri, readable, meta)
                 if out.bad:  # the second read, of the files with bad records only
                     out.records = stamped(sorted(out.bad), tolerant)
                 return out
 
-            try:  # files read as they are: a damaged gzip file fails the pass ...
-                written = write(tolerant=False)
-            except IngestCheckError:
-                raise
-            except Exception as error:  # ... then each file's bytes are checked, and the damaged ones quarantined
-                problems = inspect_files(spark, to_read)
-                if not problems:
-                    raise
-                log.warning("%s: %d damaged or empty file(s); reading what the others hold (%s)",
-                            source.name, len(problems), str(error).splitlines()[0][:200])
+            damaged = [f for f in readable if problems.get(f) in DAMAGED]
+            if damaged:  # known before reading: the files are read for what they hold
                 written = write(tolerant=True)
-        else:  # only files gone: delete their rows
+            else:
+                try:  # files read as they are: a damaged file the checks missed fails the pass ...
+                    written = write(tolerant=False)
+                except IngestCheckError:
+                    raise
+                except Exception as error:  # ... then each file's bytes are checked, and the damaged ones quarantined
+                    found = inspect_files(spark, readable)
+                    if not found:
+                        raise
+                    problems.update(found)
+                    log.warning("%s: %d damaged or empty file(s); reading what the others hold (%s)",
+                                source.name, len(found), str(error).splitlines()[0][:200])
+                    written = write(tolerant=True)
+        elif replaced:  # no file to read: delete the rows of the files gone or replaced
             empty = read_table(spark, uri).limit(0)
-            merge_rows(spark, empty, uri, ["source_file", "row_index"], meta, delete_when=_file_in(removed))
+            merge_rows(spark, empty, uri, ["source_file", "row_index"], meta, delete_when=_file_in(replaced))
         checkpoint("ingest.bronze_written")
         ingested = written.good
         counts = {f: ingested.get(f, 0) + written.bad.get(f, 0) for f in to_read}
@@ -304,7 +355,11 @@ def ingest_source(spark, source: Source, files: list[str], lake: Lake, run: RunC
         logged[f]["rows_quarantined"] for f in files if f not in entries
     )
     for f, reason in sorted(problems.items()):
-        log.warning("%s: file problem %s: %s (quarantined)", source.name, reason, f)
+        if reason in REFUSED:
+            log.warning("%s: file problem %s: %s: %s; not read (quarantined)", source.name, reason, f,
+                        _beyond(f, reason, status[f][0], limits, not line_based))
+        else:
+            log.warning("%s: file problem %s: %s (quarantined)", source.name, reason, f)
     log.info(
         "%s: %d rows in bronze, %d quarantined, %.1fs",
         source.name, result.rows, result.quarantined, time.monotonic() - started,
@@ -359,5 +414,5 @@ def run_ingest(spark, conf: Config, run: RunContext | None = None) -> list[Inges
     # Every input must exist before anything is written.
     inputs = {s.name: storage.expand_inputs(spark, s.paths, f"source {s.name!r}") for s in conf.enabled_sources}
     logs = _ingest_logs(spark, lake)
-    return [ingest_source(spark, s, inputs[s.name], lake, run, logs.get(s.name, {})) for s in conf.enabled_sources]
+    return [ingest_source(spark, s, inputs[s.name], lake, run, logs.get(s.name, {}), conf.ingest) for s in conf.enabled_sources]
 

@@ -4,9 +4,9 @@ What a notebook without Spark does with the same files: `json.loads` each
 line of the HH-RLHF `*.jsonl.gz` files and `json.load` each red-team JSON
 array, split every dialogue with the pure-Python reference of the dialogue
 split (`instructlake.udfs.dialogue.split_first_exchange`, the semantics the Spark
-expressions implement), apply the length and red-team rating filters of
-`benchmarks/bench.yaml` in Python loops, shuffle the kept pairs with a seeded
-`random.Random`, and `json.dump` them in parts of `--rows-per-part`
+expressions implement), apply the filters of `benchmarks/bench.yaml`
+(template tokens and extra turns, lengths, red-team rating) in Python loops,
+shuffle the kept pairs with a seeded `random.Random`, and `json.dump` them in parts of `--rows-per-part`
 `[source, text]` elements, the text rendered by the export template. All
 kept pairs are held in memory, as such a script does. No Delta tables, no
 quarantine, no manifest, no incremental re-run.
@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from instructlake.udfs.dialogue import split_first_exchange  # noqa: E402
 from instructlake.udfs.pair_format import DEFAULT_TEMPLATE, PairTemplate  # noqa: E402
+from instructlake.udfs.template_tokens import find_extra_turn, find_template_token  # noqa: E402
 
 # source folder -> label, as in benchmarks/bench.yaml
 HH_LABELS = {"helpful-online": "hh_helpful", "helpful-rejection-sampled": "hh_helpful"}
@@ -57,6 +58,8 @@ def read_dialogues(data: Path) -> list[tuple[str, str, float | None]]:
 
 
 def keep(label: str, instruction: str, response: str, rating: float | None) -> bool:
+    if any(find_template_token(t) or find_extra_turn(t) for t in (instruction, response)):  # template_tokens
+        return False
     if len(instruction) < MIN_INSTRUCTION_CHARS:
         return False
     if len(response) < MIN_RESPONSE_CHARS.get(label, 0):

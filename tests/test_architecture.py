@@ -68,7 +68,8 @@ def test_imports_inside_functions_only_for_heavy_optional_dependencies():
 
 
 def test_every_filter_declares_what_the_registry_needs():
-    assert set(SPECS) == {"instruction_length", "response_length", "red_team_rating", "decontamination", "language", "toxicity", "pii"}
+    assert set(SPECS) == {"instruction_length", "response_length", "red_team_rating", "decontamination", "language", "toxicity", "pii",
+                          "template_tokens"}
     for rule, f in FILTERS.items():
         assert issubclass(f.spec, FilterSpec) and rule in f.rules
         assert f.reasons and all(r == r.strip() and ":" not in r for r in f.reasons)

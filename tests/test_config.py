@@ -13,6 +13,7 @@ from instructlake.udfs.filters.pii import PiiFilter
 from instructlake.udfs.filters.language import LanguageFilter
 from instructlake.udfs.filters.length import LengthFilter
 from instructlake.udfs.filters.red_team_rating import RedTeamRatingFilter
+from instructlake.udfs.filters.template_tokens import TemplateTokensFilter
 from instructlake.udfs.filters.toxicity import ToxicityFilter
 from instructlake.core.confload import ConfigError
 
@@ -54,15 +55,16 @@ def test_shipped_confs_load():
     assert [s.name for s in local.sources] == ["helpful_online", "helpful_rejection_sampled", "red_team_attempts", "wikitext", "conala", "mbpp"]
     assert local.export.rows_per_part == 250 and base.export.rows_per_part == 10000
     # The overlay keeps the base's filters, in order, with the seed's thresholds.
-    assert [type(f) for f in local.filters] == [LengthFilter, LengthFilter, RedTeamRatingFilter, DecontaminationFilter, LanguageFilter,
-                                                ToxicityFilter, PiiFilter]
-    assert local.filters[6] == base.filters[6] and local.filters[6].action == "redact"
+    assert [type(f) for f in local.filters] == [TemplateTokensFilter, LengthFilter, LengthFilter, RedTeamRatingFilter,
+                                                DecontaminationFilter, LanguageFilter, ToxicityFilter, PiiFilter]
+    assert local.filters[0] == base.filters[0] and local.filters[0].sources is None  # every source
+    assert local.filters[7] == base.filters[7] and local.filters[7].action == "redact"
     # The decontamination benchmarks are the same in both (local.yaml repeats the list).
-    assert local.filters[3] == base.filters[3] and [b.name for b in base.filters[3].benchmarks] == ["humaneval", "mbpp", "gsm8k", "squad"]
+    assert local.filters[4] == base.filters[4] and [b.name for b in base.filters[4].benchmarks] == ["humaneval", "mbpp", "gsm8k", "squad"]
     # Local mode scores toxicity with the shipped offline model; the base conf names Detoxify.
-    assert local.filters[5].backend == "profanity_check" and load_config(CONF_DIR / "base.yaml").filters[5].backend == "detoxify"
-    assert local.filters[1].min_chars == 100 and local.filters[1].sources == ["hh_helpful"]
-    assert local.filters[2].max_rating == 2.0 and local.filters[2].sources == ["hh_harmless"]
+    assert local.filters[6].backend == "profanity_check" and load_config(CONF_DIR / "base.yaml").filters[6].backend == "detoxify"
+    assert local.filters[2].min_chars == 100 and local.filters[2].sources == ["hh_helpful"]
+    assert local.filters[3].max_rating == 2.0 and local.filters[3].sources == ["hh_harmless"]
     assert local.export.template == "User: {instruction}\n\nAssistant: {response}<|endoftext|>"
 
 
@@ -199,8 +201,8 @@ def test_an_overlay_may_enable_a_subset_of_the_sources(tmp_path, caplog):
     assert by_key["toxicity"].instruction_sources == [] and conf.dedup.near_sources == ["hh_harmless"]
     base = str(CONF_DIR / "base.yaml")
     assert [r.getMessage() for r in caplog.records] == [
-        f"{base}: filters[1].sources: source label 'hh_helpful' is not a source of {over}; left out",
-        f"{base}: filters[5].instruction_sources: source label 'hh_helpful' is not a source of {over}; left out",
+        f"{base}: filters[2].sources: source label 'hh_helpful' is not a source of {over}; left out",
+        f"{base}: filters[6].instruction_sources: source label 'hh_helpful' is not a source of {over}; left out",
         *[f"{base}: export.seed_rows.{label}: source label {label!r} is not a source of {over}; left out"
           for label in ("hh_helpful", "conala", "synthetic_qa")],
         f"{base}: dedup.near_sources: source label 'hh_helpful' is not a source of {over}; left out",

@@ -66,6 +66,26 @@ def ref_exchange(dialogue):
     return instruction, response
 
 
+def ref_template_filter(instruction, response):
+    """The template_tokens filter of conf/local.yaml, by walking the lines of each text: a role header
+    on its first non-blank line, or on the first non-blank line after a blank one, is an extra turn;
+    a few literal tokens (the real files have none)."""
+    roles = ("Human:", "Assistant:", "User:", "System:", "HUMAN:", "ASSISTANT:", "USER:", "SYSTEM:")
+    for text in (instruction, response):
+        if any(t in text for t in ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "[INST]", "</s>", "<<SYS>>")):
+            return "template_token"
+    for text in (instruction, response):
+        after_blank = True  # the start of the text counts as after a blank line
+        for line in text.split("\n"):
+            if not line.strip(ASCII_WS):
+                after_blank = True
+            elif after_blank and line.lstrip(ASCII_WS).startswith(roles):
+                return "extra_turn"
+            else:
+                after_blank = False
+    return None
+
+
 def ref_model_filters(source, instruction, response):
     """The language and toxicity filters of conf/local.yaml, calling langdetect and alt-profanity-check directly."""
     from langdetect import DetectorFactory, detect_langs
@@ -111,11 +131,13 @@ def reference(hh_files, red_team_file):
         with gzip.open(path, "rt", encoding="utf-8") as f:
             for row, line in enumerate(f):
                 result = ref_exchange(json.loads(line)["chosen"])
+                template = None if isinstance(result, str) else ref_template_filter(*result)
                 short = not isinstance(result, str) and len(result[1]) < 100
-                account(i, row, "hh_helpful", result, "response_too_short" if short else None)
+                account(i, row, "hh_helpful", result, template or ("response_too_short" if short else None))
     for row, rec in enumerate(json.loads(Path(red_team_file).read_text(encoding="utf-8"))):
         result = ref_exchange(rec["transcript"])
-        account(len(hh_files), row, "hh_harmless", result, "red_team_rating_too_high" if rec["rating"] > 2 else None)
+        template = None if isinstance(result, str) else ref_template_filter(*result)
+        account(len(hh_files), row, "hh_harmless", result, template or ("red_team_rating_too_high" if rec["rating"] > 2 else None))
     decided = dedup_reference.dedup(candidates)
     kept = Counter((c["source"], c["instruction"], c["response"]) for c in candidates if decided[c["key"]] is None)
     for c in candidates:

@@ -46,7 +46,7 @@ def test_funnel_equals_direct_counts(spark, all_formats_export):
         assert {(st, k): d["rows"] for st, kinds in report["drops"][source].items() for k, d in kinds.items()} == {
             (st, k): c for (s, st, k), c in by_stage.items() if s == source}
     # each stage's drops are the rows it dropped (`drop_stage`): rows after a filter, step by step, in conf order
-    assert report["stages"] == ["dialogue_split", "instruction_length", "response_length", "red_team_rating", "decontamination",
+    assert report["stages"] == ["dialogue_split", "template_tokens", "instruction_length", "response_length", "red_team_rating", "decontamination",
                                 "language", "toxicity", "pii", "dedup"]
     helpful = report["funnel"]["hh_helpful"]["after"]
     too_short = reasons[("hh_helpful", "response_too_short")]
@@ -98,7 +98,7 @@ def test_reason_kinds_group_details_and_notes_are_shown(spark, all_formats_expor
     assert drops["hh_helpful"] == {"response_length": {"response_too_short": {"rows": 1, "distinct": 1, "details": {"response_too_short": 1}}}}
     stages, counts = funnel(conf, {"inputs": []}, totals, drops, {"code": {"train": 2}})
     # the conf's filters in order, dedup, then a stage the conf does not name
-    assert stages == ["instruction_length", "response_length", "red_team_rating", "decontamination", "language", "toxicity",
+    assert stages == ["template_tokens", "instruction_length", "response_length", "red_team_rating", "decontamination", "language", "toxicity",
                       "pii", "dedup", "a_stage_of_its_own"]
     assert [counts["code"]["after"][s] for s in ("decontamination", "dedup", "a_stage_of_its_own")] == [11, 3, 2]
     report = dict(result.report, drops=drops, stages=stages, funnel=counts)

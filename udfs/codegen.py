@@ -19,7 +19,11 @@ gives the reason it cannot: `generation_failed` (no completion),
 `no_task`, `no_code`, `no_function` (the code defines none), `no_tests` (no
 line of the tests section starts with `assert`). Code fences are removed; the
 tests are the `assert` lines only (anything else the model wrote there is
-dropped).
+dropped). A chat-template token (`<|endoftext|>`, `<|im_start|>`, ...; see
+`instructlake.udfs.template_tokens`) ends the completion: what follows it
+belongs to another document or turn and is not parsed. The examples of the
+prompt have their template tokens neutralized, as every source text that goes
+into a prompt.
 
 Choices per generation `i`, each by a sha256 of the conf's `seed`, so the
 same conf gives the same prompts (and the cached model calls are reused):
@@ -51,6 +55,7 @@ from collections import Counter
 from typing import NamedTuple, Optional, Sequence
 
 from instructlake.core.config import Normalization
+from instructlake.udfs.template_tokens import TEMPLATE_TOKEN, neutralize
 from instructlake.udfs.text import DEFAULT, normalize
 
 # The source formats whose pairs are code: the language filter does not judge them (langdetect
@@ -61,6 +66,7 @@ STOP = [END, "\n### Task"]
 TASK_SEED = "task_seed"  # the prompt's placeholder for the first words of the task
 _SECTION = re.compile(r"^###\s*(Task|Code|Tests|End)\s*:?\s*$", re.MULTILINE | re.IGNORECASE)
 _FENCE = re.compile(r"^\s*```[A-Za-z0-9_+-]*\s*$", re.MULTILINE)
+_TEMPLATE_TOKEN = re.compile(TEMPLATE_TOKEN)
 
 
 class ParsedFunction(NamedTuple):
@@ -71,9 +77,10 @@ class ParsedFunction(NamedTuple):
 
 
 def example_text(text: str, code: str, tests: list[str]) -> str:
-    """One few-shot example in the prompt's shape (line ends normalized)."""
-    code = code.replace("\r\n", "\n").rstrip()
-    return f"### Task\n{text.strip()}\n### Code\n{code}\n### Tests\n" + "\n".join(t.strip() for t in tests) + f"\n{END}\n\n"
+    """One few-shot example in the prompt's shape (line ends normalized, template tokens neutralized)."""
+    code = neutralize(code.replace("\r\n", "\n").rstrip())
+    tests = "\n".join(neutralize(t.strip()) for t in tests)
+    return f"### Task\n{neutralize(text.strip())}\n### Code\n{code}\n### Tests\n{tests}\n{END}\n\n"
 
 
 def _sections(completion: str) -> dict[str, str]:
@@ -93,7 +100,7 @@ def _sections(completion: str) -> dict[str, str]:
 def parse_function(completion: Optional[str]) -> ParsedFunction:
     if completion is None:
         return ParsedFunction(None, None, None, "generation_failed")
-    parts = _sections(completion.replace("\r\n", "\n"))
+    parts = _sections(_TEMPLATE_TOKEN.split(completion.replace("\r\n", "\n"), 1)[0])
     task = " ".join(parts.get("task", "").split())
     code = _FENCE.sub("", parts.get("code", "")).strip("\n").rstrip()
     tests = "\n".join(line.strip() for line in _FENCE.sub("", parts.get("tests", "")).splitlines() if line.strip().startswith("assert"))

@@ -46,7 +46,9 @@ from instructlake.core.faults import checkpoint
 from instructlake.core.lake import Lake, RunContext, commit_metadata, git_commit, is_delta, read_version, with_position_and_total
 from instructlake.jobs.sources.base import label_rank
 from instructlake.jobs.stages.card import render_card
-from instructlake.jobs.stages.formats import SPLIT, seeded_hash, select_rows, split_col, with_exported_texts, write_formats
+from instructlake.jobs.stages.formats import (
+    SPLIT, check_exported_texts, seeded_hash, select_rows, split_col, with_exported_texts, write_formats,
+)
 from instructlake.jobs.stages.products import cut_counts, enabled_products
 from instructlake.jobs.stages.report import build_report, drop_table, render_html, rewrite_counts
 from instructlake.udfs.filters import DROP_REASON
@@ -301,6 +303,7 @@ def run_export(spark, conf: Config, run: RunContext | None = None, as_of_version
     kept = with_exported_texts(pairs.where(F.col(DROP_REASON).isNull()), conf)
     selected, selection = select_rows(kept, conf)
     selected = selected.withColumn(SPLIT, split_col(conf.export.validation_fraction))
+    check_exported_texts(selected)  # no raw template token, no extra turn in any exported pair (the products: write_formats)
     try:
         parts, files = write_release_files(spark, selected, conf, release, staging)
         products = write_products(spark, conf, lake, release, staging)

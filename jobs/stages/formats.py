@@ -41,9 +41,19 @@ Conversations (`products.conversations.formats`): `chat` (`{"id", "source",
 "messages", "meta"}`), `openai` (`messages` alone), `sharegpt`.
 
 The seed's JSON parts (`json_parts`, instructlake.jobs.stages.export) hold every exported pair.
+
+Every exported row is checked before it is written (`check_exported_texts`):
+none of its texts (instruction, response, a preference pair's rejected reply,
+the contents of its prompt or conversation messages) may hold a raw
+chat-template token or an extra turn (`instructlake.udfs.template_tokens`).
+The `template_tokens` filter drops such pairs in the pairs stage; a row that
+holds one anyway (the filter left out of the conf, or limited to some
+sources) stops the export with one line naming its id and field, before
+anything is published.
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Optional
 
@@ -52,8 +62,10 @@ from pyspark.sql import functions as F
 
 from instructlake.core import storage
 from instructlake.core.config import Config
+from instructlake.core.errors import InstructlakeError
 from instructlake.udfs.filters import rewrites
 from instructlake.udfs.pair_format import PairTemplate
+from instructlake.udfs.template_tokens import extra_turn_of_col, has_extra_turn_col, has_template_token_col, template_token_of_col
 
 SPLITS = ("train", "validation")
 PAIRS = "pairs"  # the seed's product: the pairs table
@@ -251,12 +263,69 @@ def with_parts(numbered: DataFrame, conf: Config) -> tuple[DataFrame, dict[tuple
     return placed, rows_of
 
 
+class ExportCheckError(InstructlakeError):
+    """An exported row holds a raw chat-template token or an extra turn."""
+
+
+_PROBLEMS = (("a raw template token", has_template_token_col, template_token_of_col),
+             ("an extra turn", has_extra_turn_col, extra_turn_of_col))
+# What each product exports: (column, name in the files) of its texts, and its arrays of chat messages.
+EXPORTED_TEXTS = {
+    PAIRS: ((("instruction", "instruction"), ("response", "response")), ()),
+    "preference": ((("response", "chosen"), ("rejected", "rejected")), ("prompt",)),
+    "conversations": ((), ("messages",)),
+}
+
+
+def _on_content(test):
+    """`test` of a chat message's content, as a one-argument function (Spark reads a second one as the index)."""
+    return lambda m: test(m["content"])
+
+
+def text_problem(product: str) -> Column:
+    """The first problem of a row's exported texts (`EXPORTED_TEXTS`: its messages, then its texts),
+    as a struct (field, problem, found); null when none."""
+    texts, arrays = EXPORTED_TEXTS[product]
+    found = []
+    for column in arrays:
+        for problem, has, of in _PROBLEMS:
+            at = F.array_position(F.transform(column, _on_content(has)), True)
+            content = F.element_at(column, at.cast("int"))["content"]
+            found.append(F.when(at > 0, F.struct(
+                F.concat(F.lit(f"{column}["), (at - 1).cast("string"), F.lit("].content")).alias("field"),
+                F.lit(problem).alias("problem"), of(content).alias("found"))))
+    for column, name in texts:
+        for problem, has, of in _PROBLEMS:
+            found.append(F.when(has(F.col(column)), F.struct(
+                F.lit(name).alias("field"), F.lit(problem).alias("problem"), of(F.col(column)).alias("found"))))
+    return F.coalesce(*found)
+
+
+def check_exported_texts(df: DataFrame, product: str = PAIRS) -> None:
+    """Raises ExportCheckError (one line: the row's id, source and field) when a row of `df`, the
+    rows of `product` about to be exported, has a `text_problem`; the row of the smallest id is
+    named. One aggregation: nothing but that row reaches the driver."""
+    problem = text_problem(product)
+    row = df.select(F.min(F.when(problem.isNotNull(), F.struct(
+        F.col("content_id").alias("id"), "source", "source_name", "row_index", problem.alias("p")))).alias("bad")).first()["bad"]
+    if row is not None:
+        p = row["p"]
+        raise ExportCheckError(
+            f"export: {product} row {row['id']} (source {row['source']}, {row['source_name']} row {row['row_index']}): "
+            f"{p['field']} holds {p['problem']} {json.dumps(p['found'], ensure_ascii=False)}; the template_tokens filter "
+            "of `filters:` drops such rows in the pairs stage (docs/filters/index.md#template-tokens)"
+        )
+
+
 def write_formats(spark, numbered: DataFrame, conf: Config, release: str, staging: str, product: str = "pairs") -> list[dict]:
     """Write every format of a product (`formats_of`) from `numbered` (see `with_parts`);
-    returns [{file, product, format, split, rows}]."""
+    returns [{file, product, format, split, rows}]. The rows of a product other than the pairs are
+    checked here (`check_exported_texts`); the pairs, once for all their formats, by the export."""
     fmts = formats_of(conf, product)
     if not fmts:
         return []
+    if product != PAIRS:
+        check_exported_texts(numbered, product)
     placed, rows_of = with_parts(numbered, conf)
     written = []
     for fmt in fmts:

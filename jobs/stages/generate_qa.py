@@ -3,7 +3,9 @@
 Runs between ingest and pairs, over the bronze paragraphs of every enabled
 `web_text` source, and writes three Delta tables:
 
-- `<lake>/silver/paragraphs`: every paragraph with its selection:
+- `<lake>/silver/paragraphs`: every paragraph, the chat-template tokens of
+  its text, title and section neutralized (`neutralized_tokens`: how many;
+  `instructlake.udfs.template_tokens`), with its selection:
   `paragraph_chars`, the scores of the paragraph filters of the conf
   (`lang`, `lang_prob`, `paragraph_<class>` toxicity), `topics` (TF-IDF
   keyphrases, `instructlake.udfs.webtext.with_topics`), `drop_reason`
@@ -63,6 +65,7 @@ from instructlake.udfs.llm import (
 from instructlake.udfs.answer_spans import answer_span_udf
 from instructlake.udfs.qa_checks import SCORE_COLUMNS, with_qa_checks
 from instructlake.udfs.qa_verify import METHODS, VERIFY_COLUMNS, VERIFY_SCHEMA, verify_udf
+from instructlake.udfs.template_tokens import ROLE_HEADER, TEMPLATE_TOKEN, neutralize_col, one_line_col, template_tokens_count_col
 from instructlake.udfs.webtext import with_topics
 
 log = logging.getLogger("instructlake.generate")
@@ -155,7 +158,17 @@ def _read_bronze(spark, conf: Config, lake: Lake) -> tuple[DataFrame, dict[str, 
                 "content_id", "ingest_run_id", "doc_id", "title", "section", "paragraph_index", "text",
             )
         )
-    return reduce(DataFrame.unionByName, parts), versions
+    return _neutralized(reduce(DataFrame.unionByName, parts)), versions
+
+
+def _neutralized(df: DataFrame) -> DataFrame:
+    """The paragraphs with the chat-template tokens of their text, title and section neutralized
+    (`instructlake.udfs.template_tokens`), and how many there were (`neutralized_tokens`): every
+    prompt, answer span, check and instruction sees the neutralized text, so no token of a source
+    text reaches the model or the dataset. Bronze keeps the text as it was."""
+    texts = ("text", "title", "section")
+    count = reduce(lambda a, b: a + b, [template_tokens_count_col(F.col(c)) for c in texts])
+    return df.withColumn("neutralized_tokens", count.cast("int")).withColumns({c: neutralize_col(F.col(c)) for c in texts})
 
 
 def _kept_rank(df: DataFrame) -> Column:
@@ -247,16 +260,58 @@ def cached_generate(spark, conf: Config, lake: Lake, run: RunContext, requests: 
 # --- questions and answers ----------------------------------------------------
 
 def _prompt_values() -> dict[str, Column]:
+    """The texts that fill a prompt's slots, each on one line: a value cannot start a line of the
+    script (a fake `Answer:` line), and its template tokens are neutralized."""
     return {
-        "title": F.col("title"), "section": F.col("section"), "paragraph": F.col("text"),
+        "title": one_line_col(F.col("title")), "section": one_line_col(F.col("section")), "paragraph": one_line_col(F.col("text")),
         "topics": F.array_join("topics", ", "), "type": F.col("qa_type"), "Type": F.initcap("qa_type"),
     }
 
 
-def parse_question(completion: Column, qa_type: Column, forced: bool) -> Column:
-    """The question in a completion: its first line; when the prompt ends with the type word
-    (`{Type}`), that word and the line, unless the line repeats it (a chat model's answer)."""
+# A label that opens a line of a prompt script: up to four words or placeholders, then a colon
+# ("Title:", "Answer:", "A {type} question:").
+_LABEL_LINE = re.compile(r"^((?:[^\s:{}]+|\{\w+\})(?: (?:[^\s:{}]+|\{\w+\})){0,3}):", re.MULTILINE)
+
+
+def script_labels(template: str) -> list[str]:
+    """The labels that open lines of a prompt script, as regular expressions (a placeholder
+    stands for one word): `Title`, `Text`, `Topics`, `Answer`, `A [A-Za-z]+ question` for the
+    default question prompts."""
+    out: list[str] = []
+    for m in _LABEL_LINE.finditer(template):
+        pieces = PLACEHOLDER.split(m.group(1))  # literal, name, literal, name, ...
+        label = "".join(re.escape(p) if i % 2 == 0 else "[A-Za-z]+" for i, p in enumerate(pieces))
+        if label not in out:
+            out.append(label)
+    return out
+
+
+ALWAYS_LABELS = ("Question", "Answer")  # a completion's next turn of the script, whatever the script calls it
+
+
+def completion_stops(template: str) -> str:
+    """A regular expression of what ends the text of a completion of `template` before its line
+    ends: a chat-template token (`<|endoftext|>`, `<|im_start|>`, ...), a role header (`Human:`,
+    `User:`, ...), `Question:` or `Answer:`, or a label of the script itself (a fake `Answer:`
+    after the question, a `Text:` line)."""
+    labels = "|".join(dict.fromkeys([*ALWAYS_LABELS, *script_labels(template)]))
+    marks = [TEMPLATE_TOKEN, rf"\b{ROLE_HEADER}", rf"\b(?:{labels})\s*:"]
+    return r"\s*(?:" + "|".join(f"(?:{m})" for m in marks) + ")"
+
+
+def _first_line(completion: Column, stops: Optional[str]) -> Column:
+    """The completion's first line, up to the first match of `stops` (the whole line when there is none)."""
     line = F.element_at(F.split(F.coalesce(completion, F.lit("")), "\n"), 1)
+    if stops is None:
+        return line
+    return F.regexp_extract(line, f"(?s)^(.*?)(?:{stops}|$)", 1)
+
+
+def parse_question(completion: Column, qa_type: Column, forced: bool, stops: Optional[str] = None) -> Column:
+    """The question in a completion: its first line, up to a stop of `stops` (`completion_stops`);
+    when the prompt ends with the type word (`{Type}`), that word and the line, unless the line
+    repeats it (a chat model's answer)."""
+    line = _first_line(completion, stops)
     trimmed = F.trim(line)
     if forced:
         repeats = F.lower(trimmed).startswith(F.concat(F.lower(qa_type), F.lit(" ")))
@@ -266,9 +321,9 @@ def parse_question(completion: Column, qa_type: Column, forced: bool) -> Column:
     return F.when(completion.isNotNull(), question)
 
 
-def parse_answer(completion: Column) -> Column:
-    """The answer in a completion: its first line, trimmed."""
-    return F.when(completion.isNotNull(), F.trim(F.element_at(F.split(completion, "\n"), 1)))
+def parse_answer(completion: Column, stops: Optional[str] = None) -> Column:
+    """The answer in a completion: its first line up to a stop of `stops` (`completion_stops`), trimmed."""
+    return F.when(completion.isNotNull(), F.trim(_first_line(completion, stops)))
 
 
 def _type_table(spark, conf: Config) -> DataFrame:
@@ -326,7 +381,7 @@ def build_qa(spark, conf: Config, lake: Lake, run: RunContext, selected: DataFra
             "questions", model, result.llm,
         )
         items = items.join(questions.withColumnsRenamed({"key": "question_key", "completion": "q_completion", "error": "q_error"}), "question_key", "left")
-        items = items.withColumn("question", parse_question(F.col("q_completion"), F.col("qa_type"), forced))
+        items = items.withColumn("question", parse_question(F.col("q_completion"), F.col("qa_type"), forced, completion_stops(q_template)))
         if a_template is None:
             items = items.withColumns({
                 "answer": F.when(F.col("question").isNotNull(), F.col("_span")),
@@ -365,7 +420,7 @@ def _answered(spark, conf: Config, lake: Lake, run: RunContext, items: DataFrame
         "answers", model, result.llm,
     )
     items = items.join(answers.withColumnsRenamed({"key": "answer_key", "completion": "a_completion", "error": "a_error"}), "answer_key", "left")
-    return items.withColumn("answer", parse_answer(F.col("a_completion")))
+    return items.withColumn("answer", parse_answer(F.col("a_completion"), completion_stops(a_template)))
 
 
 QA_COLUMNS = [
@@ -451,7 +506,8 @@ def _finished(df: DataFrame, conf: Config) -> DataFrame:
     df = df.withColumn("_rank", F.sha2(F.concat_ws(":", F.lit(str(qa.seed)), "content_id", "item"), 256))
     if qa.balance_ratio is not None:
         df = _balanced(df, qa.balance_ratio)
-    instruction = fill(qa.instruction_template, {"question": F.col("question"), "paragraph": F.col("text"), "title": F.col("title")})
+    # The title on one line, as in the prompts: a title cannot put a turn of its own into the instruction.
+    instruction = fill(qa.instruction_template, {"question": F.col("question"), "paragraph": F.col("text"), "title": one_line_col(F.col("title"))})
     df = df.withColumn("instruction", F.when(F.col("question").isNotNull(), F.trim(instruction)))
     df = df.withColumn("response", F.col("answer"))
     df = df.withColumnsRenamed({"content_id": "paragraph_content_id", "text": "paragraph"})

@@ -63,11 +63,17 @@ class Paths:
     `catalog` (`<catalog>.<schema>`, e.g. `main.instructlake` in Unity Catalog or
     `spark_catalog.instructlake` in a Hive metastore) puts every table in the
     metastore by name (`<catalog>.<schema>.bronze_<source>`, `...silver_pairs`)
-    instead of under `lake`; null keeps them as paths."""
+    instead of under `lake`; null keeps them as paths.
+
+    Each stage holds a lock on the lake's folder (the export also on the
+    output's) while it runs, where these are local folders: a second run
+    waits for the first up to `lock_wait_s` seconds, then stops with one line
+    naming the holder (`instructlake.core.lock`)."""
 
     lake: str = "lake"
     output: str = "out"
     catalog: Optional[str] = None
+    lock_wait_s: float = field(default=3600.0, metadata={"min": 0})
 
     def validate(self) -> None:
         if self.catalog is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$", self.catalog):

@@ -44,3 +44,7 @@ class ScorerUnavailableError(InstructlakeError, FileNotFoundError):
 
 class FetchError(InstructlakeError):
     """A source file could not be downloaded or verified."""
+
+
+class DiskFullError(InstructlakeError):
+    """A stage filled the file system it writes to; the message names the folder and the space it had."""

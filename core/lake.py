@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import uuid
 from contextlib import contextmanager
@@ -149,6 +150,35 @@ def with_position_and_total(df: DataFrame, name: str, ids: str) -> tuple[DataFra
         return df.withColumn(name, F.lit(0).cast("long")).drop(ids), 0
     position = F.element_at(F.create_map(*offsets), pid) + local
     return df.withColumn(name, position.cast("long")).drop(ids), total
+
+
+# Delta's error classes for a commit that lost to a concurrent one (its optimistic concurrency),
+# and the exception classes that carry them.
+_CONFLICT_CLASS = re.compile(r"\b(DELTA_CONCURRENT_[A-Z_]+|DELTA_METADATA_CHANGED|DELTA_PROTOCOL_CHANGED)\b")
+_CONFLICT_EXCEPTION = re.compile(r"\b(Concurrent(?:Append|DeleteRead|DeleteDelete|Transaction|Write)Exception|"
+                                 r"MetadataChangedException|ProtocolChangedException)\b")
+
+
+def _chain(error: Optional[BaseException]):
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def conflict_of(error: BaseException) -> Optional[tuple[str, str]]:
+    """(Delta's error class, its message line) when `error` (or one it was raised from) is a lost
+    commit race, e.g. ("DELTA_CONCURRENT_APPEND", "... a concurrent DELETE added data to table
+    ..."); else None."""
+    for e in _chain(error):
+        text = f"{type(e).__name__}: {e}"
+        for pattern in (_CONFLICT_CLASS, _CONFLICT_EXCEPTION):
+            found = pattern.search(text)
+            if found:
+                line = next(l for l in text.splitlines() if found.group(1) in l)
+                return found.group(1), re.sub(r"^[\w.$]*Exception: ", "", line.strip())
+    return None
 
 
 def is_name(table: str) -> bool:

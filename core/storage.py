@@ -15,11 +15,13 @@ them (`file:/abs/path`).
 """
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
 import shutil
 from pathlib import Path
+from typing import Optional
 
 from instructlake.core.errors import InputNotFoundError
 
@@ -55,6 +57,45 @@ def resolve(path: str) -> str:
 
 def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+def machine_local(uri: str) -> Optional[str]:
+    """The local folder of a `file:` URI or an absolute path, on this machine's own file systems;
+    None for other URIs and for workspace paths (`/Volumes`, `/dbfs`, `/Workspace`), which
+    other machines share."""
+    if uri.startswith("file:"):
+        path = "/" + uri[len("file:"):].lstrip("/")
+    elif uri.startswith("/"):
+        path = uri
+    else:
+        return None
+    if path.split("/")[1:2] in (["Volumes"], ["dbfs"], ["Workspace"]):
+        return None
+    return os.path.abspath(path)
+
+
+def free_bytes(uri: str) -> Optional[int]:
+    """Bytes free to this user on the local file system holding `uri` (its nearest existing
+    folder); None where it is not local (`machine_local`)."""
+    path = machine_local(uri)
+    if path is None:
+        return None
+    while not os.path.exists(path) and path != "/":
+        path = os.path.dirname(path)
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error`, or one it was raised from, is a write to a full file system (ENOSPC,
+    also as Java's IOException text)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def is_connect(spark) -> bool:

@@ -24,7 +24,7 @@ from instructlake.core.errors import InstructlakeError
 from instructlake.core.lake import RunContext
 from instructlake.core.session import get_spark, master_of
 from instructlake.jobs.notebook import resolve_conf_path
-from instructlake.jobs.runner import STAGES, Options, load_config, run_pipeline
+from instructlake.jobs.runner import STAGES, Options, exclusive, load_config, run_pipeline
 from instructlake.jobs.stages.fetch import fetch, load_catalog
 from instructlake.jobs.stages.qa_check import run_qa_check, summary_table
 from instructlake.jobs.summary import summary
@@ -136,9 +136,18 @@ def _fetch(args) -> int:
     return 0
 
 
-def _with_spark(args, name: str, work) -> int:
-    """Load the conf, start Spark, print what `work(spark, conf, run)` returns, and log the time."""
+def _with_spark(args, name: str, work, stages: tuple[str, ...] = ()) -> int:
+    """Load the conf, take the locks of `stages` (before Spark starts: a run that cannot have
+    them stops at once), start Spark, print what `work(spark, conf, run)` returns, and log the
+    time."""
     conf = load_config(resolve_conf_path(args.conf) if args.conf else None, overrides_of(args))
+    if stages:
+        with exclusive(conf, stages):
+            return _started(conf, name, work)
+    return _started(conf, name, work)
+
+
+def _started(conf, name: str, work) -> int:
     run = RunContext()
     log = logging.getLogger(f"instructlake.{name}")
     started = time.monotonic()
@@ -158,7 +167,8 @@ def _qa_check(args) -> int:
 def _run(args) -> int:
     stages = tuple(s.name for s in STAGES) if args.command == "run" else (args.command,)
     options = Options(full=getattr(args, "full", False), as_of_version=getattr(args, "as_of_version", None))
-    return _with_spark(args, "run", lambda spark, conf, run: summary(run_pipeline(spark, conf, run, options, stages)))
+    return _with_spark(args, "run", lambda spark, conf, run: summary(run_pipeline(spark, conf, run, options, stages)),
+                       stages)
 
 
 if __name__ == "__main__":

@@ -5,17 +5,27 @@ order (the CLI's `run`, `spark-submit jobs/pipeline.py`), and what each
 notebook runs one of: the order is written here only. `load_config` builds a
 `Config` with the registries of the layers below (the filters' conf specs,
 the source formats).
+
+Every stage runs holding the lake's lock (`instructlake.core.lock`; the
+export also the output's), so two runs on one machine take turns. A stage
+whose Delta commit loses a race with a writer the lock cannot see (another
+machine) is run again from the start, which is safe because every stage is
+idempotent; after `CONFLICT_ATTEMPTS` lost races it stops with one line.
 """
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from instructlake.core import config as core_config
 from instructlake.core.config import Config
-from instructlake.core.lake import RunContext
-from instructlake.core.errors import ConfigError
+from instructlake.core.lake import Lake, RunContext, conflict_of
+from instructlake.core.errors import ConfigError, DiskFullError, InstructlakeError
+from instructlake.core.lock import holding
+from instructlake.core import storage
 from instructlake.jobs.sources import FORMATS, sources_made
 from instructlake.jobs.stages.export import ExportResult, run_export
 from instructlake.jobs.stages.generate_code import CodeResult, run_code
@@ -26,6 +36,13 @@ from instructlake.jobs.stages.products import run_products
 from instructlake.udfs.filters import SPECS
 
 REGISTRIES = {"filters": SPECS, "formats": FORMATS}
+CONFLICT_ATTEMPTS = 3
+
+log = logging.getLogger("instructlake.run")
+
+
+class ConcurrentWriteError(InstructlakeError):
+    """A stage kept losing its Delta commits to another writer of the same tables."""
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -121,18 +138,72 @@ class PipelineResult:
         return self.results.get("export")
 
 
+def folders_of(conf: Config, stages: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(what, URI) of the folders `stages` write: the lake, and the output for the export."""
+    folders = [("lake", Lake.of(conf).root)]
+    if "export" in stages:
+        folders.append(("output", storage.resolve(conf.paths.output)))
+    return folders
+
+
+@contextmanager
+def exclusive(conf: Config, stages: tuple[str, ...] = STAGE_NAMES):
+    """Hold the locks `stages` need for as long as the block runs (`instructlake.core.lock`)."""
+    with holding(folders_of(conf, stages), conf.paths.lock_wait_s):
+        yield
+
+
+def disk_full(stage: str, free_before: dict[str, Optional[int]]) -> DiskFullError:
+    """The one-line error of a stage that filled a file system: the folder with the least space
+    left, and the space the stage had there (what it needs is more than that)."""
+    free_now = {uri: storage.free_bytes(uri) for uri in free_before}
+    known = [uri for uri in free_now if free_now[uri] is not None]
+    if not known:
+        return DiskFullError(f"stage {stage}: no space left on device; free space and run it again")
+    uri = min(known, key=lambda u: free_now[u])
+    return DiskFullError(
+        f"stage {stage}: no space left on device under {storage.machine_local(uri)}: the stage had "
+        f"{free_before[uri]:,} bytes free there and needs more ({free_now[uri]:,} free now); free space and run it "
+        "again (the tables' last commits and the published release are unchanged)"
+    )
+
+
+def _attempts(stage: Stage, spark, conf: Config, run: RunContext, options: Options):
+    """Run `stage`, again from the start after a lost Delta commit race (module doc); a full
+    file system ends it with one line (`disk_full`)."""
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        free_before = {uri: storage.free_bytes(uri) for _, uri in folders_of(conf, (stage.name,))}
+        try:
+            return stage.run(spark, conf, run, options)
+        except Exception as error:
+            if storage.is_disk_full(error) and not isinstance(error, DiskFullError):
+                raise disk_full(stage.name, free_before) from None
+            conflict = conflict_of(error)
+            if conflict is None:
+                raise
+            if attempt == CONFLICT_ATTEMPTS:
+                raise ConcurrentWriteError(
+                    f"stage {stage.name}: another writer changed the same Delta tables {attempt} times while this "
+                    f"stage wrote them ({conflict[1][:300]}); run it again when the other writer is done"
+                ) from None
+            log.warning("stage %s: a Delta commit lost to a concurrent writer (%s); running the stage again "
+                        "(attempt %d of %d)", stage.name, conflict[0], attempt + 1, CONFLICT_ATTEMPTS)
+
+
 def run_stage(name: str, spark, conf: Config, run: RunContext | None = None, options: Options | None = None):
-    """Run one stage of `STAGES` by name; returns its result."""
+    """Run one stage of `STAGES` by name, holding its locks; returns its result."""
     stage = next(s for s in STAGES if s.name == name)
-    return stage.run(spark, conf, run or RunContext(), options or Options())
+    with exclusive(conf, (name,)):
+        return _attempts(stage, spark, conf, run or RunContext(), options or Options())
 
 
 def run_pipeline(spark, conf: Config, run: RunContext | None = None, options: Options | None = None,
                  stages: tuple[str, ...] = STAGE_NAMES) -> PipelineResult:
-    """Run `stages` (default: all) in the order of `STAGES`, as one run."""
+    """Run `stages` (default: all) in the order of `STAGES`, as one run, holding their locks."""
     run = run or RunContext()
     result = PipelineResult()
-    for stage in STAGES:
-        if stage.name in stages:
-            result.results[stage.name] = stage.run(spark, conf, run, options or Options())
+    with exclusive(conf, stages):
+        for stage in STAGES:
+            if stage.name in stages:
+                result.results[stage.name] = _attempts(stage, spark, conf, run, options or Options())
     return result

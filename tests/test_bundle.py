@@ -99,6 +99,7 @@ def test_the_bundle_resolves_and_its_tasks_exist_in_the_wheel(wheel, target):
     assert set(jobs) == set(JOBS)
     for job_name, kind in JOBS.items():
         tasks = in_order(jobs[job_name]["tasks"])
+        assert jobs[job_name]["max_concurrent_runs"] == 1  # runs on one lake take turns
         assert [t["task_key"] for t in tasks] == list(STAGE_NAMES)  # the stage list's order
         for stage, task in zip(STAGE_NAMES, tasks):
             if kind == "notebooks":

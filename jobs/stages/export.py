@@ -287,6 +287,12 @@ def prune_releases(spark, out: str, keep: int) -> list[str]:
     return doomed
 
 
+def discard(spark, release: str) -> None:
+    """Delete an unpublished release after a failure: nothing of it is worth its space (a full
+    disk above all); a release killed mid-write is cleared by the next export instead."""
+    storage.delete(spark, release)
+
+
 def run_export(spark, conf: Config, run: RunContext | None = None, as_of_version: Optional[int] = None) -> ExportResult:
     run = run or RunContext()
     lake = Lake.of(conf)
@@ -307,8 +313,11 @@ def run_export(spark, conf: Config, run: RunContext | None = None, as_of_version
     try:
         parts, files = write_release_files(spark, selected, conf, release, staging)
         products = write_products(spark, conf, lake, release, staging)
+    except Exception:
+        discard(spark, release)
+        raise
     finally:
-        storage.delete(spark, staging)
+        storage.delete(spark, storage.join(out, STAGING))
     exported = exported_counts(selected)
     drop_summary = drop_table(pairs, conf)
     total = sum(n for splits in exported.values() for n in splits.values())
@@ -348,8 +357,12 @@ def run_export(spark, conf: Config, run: RunContext | None = None, as_of_version
     rewritten = rewrite_counts(pairs, conf)
     if rewritten:
         manifest["rewrites"] = rewritten
-    report = write_report_and_card(spark, conf, lake, pairs, manifest, exported, drop_summary, release)
-    storage.write_text(spark, storage.join(release, "manifest.json"), json.dumps(manifest, indent=2) + "\n")
+    try:
+        report = write_report_and_card(spark, conf, lake, pairs, manifest, exported, drop_summary, release)
+        storage.write_text(spark, storage.join(release, "manifest.json"), json.dumps(manifest, indent=2) + "\n")
+    except Exception:
+        discard(spark, release)
+        raise
     checkpoint("export.release_written")
     publish(spark, out, run.run_id, run.run_id)
     pruned = prune_releases(spark, out, conf.export.keep_releases)

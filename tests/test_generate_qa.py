@@ -28,10 +28,8 @@ REASONS = {
 }
 
 
-# The embedded model's greedy completions can differ between two fresh lakes (llama.cpp reuses the
-# previous prompt's evaluated prefix, so a completion depends slightly on the call before it): the
-# generate tests relax the checks the model's wording decides, so that the asked questions are kept
-# whatever it writes; the checks themselves are tested on fixed texts (tests/test_qa_checks.py).
+# The generate tests relax the checks the model's wording decides, so that the asked questions are
+# kept whatever it writes; the checks themselves are tested on fixed texts (tests/test_qa_checks.py).
 RELAXED = [
     "qa.checks.min_question_grounding=0", "qa.checks.max_copy_overlap=1", "qa.checks.min_answer_location=0",
     "qa.checks.require_question_mark=false", "qa.checks.question_min_chars=0",
@@ -85,6 +83,21 @@ def test_pairs_reach_silver_and_the_json_parts(spark, two_runs):
         assert r["response"] == row["answer"] and row["grounding"] >= 0.75
         assert row["question"].lower().startswith(row["qa_type"])
         assert row["answer"] in row["paragraph"]  # answer first: a span of the paragraph by construction
+
+
+def test_a_build_from_an_empty_lake_publishes_the_same_bytes(spark, two_runs, tmp_path):
+    """Another empty lake, its calls grouped otherwise (one per chunk, in one task) and made by
+    Python workers that already answered other prompts: the same completions, the same parts."""
+    conf, tmp, first, *_, first_parts = two_runs
+    other = local_conf(tmp_path, *WEB_ONLY, "qa.max_paragraphs=2", *RELAXED, "llm.chunk_size=1", "llm.parallelism=1")
+    again = run_pipeline(spark, other, RunContext(run_id="run-elsewhere"))
+    assert again.generate.calls == first.generate.calls > 0  # every call made again, none cached
+    completions = [
+        {r["key"]: r["completion"] for r in spark.read.format("delta").load(Lake.of(c).generations).collect()}
+        for c in (conf, other)
+    ]
+    assert completions[0] == completions[1]
+    assert {p.name: p.read_bytes() for p in release_dir(tmp_path / "out").glob("*_part*.json")} == first_parts
 
 
 def test_qa_table_scores_every_check(spark, two_runs):

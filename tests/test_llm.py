@@ -17,7 +17,9 @@ from instructlake.core.config import LlmSettings
 from llm_server import LlamaServer, Proxy, free_port
 from instructlake.udfs.llm import (
     cause_of,
+    LlamaCppBackend,
     LlmRuntime,
+    PROMPT_BLOCK,
     LlmUnavailableError,
     OpenAIBackend,
     call_key,
@@ -103,6 +105,30 @@ def test_llama_cpp_backend_in_process():
     assert first.prompt_tokens > 10 and 0 < first.completion_tokens <= 12 and first.finish_reason in ("stop", "length")
     too_long = backend.complete("word " * 600, PARAMS)
     assert too_long.text is None and too_long.error.startswith("llama_cpp: ") and "context" in too_long.error
+
+
+def test_a_completion_depends_on_its_prompt_alone():
+    """Prompts sharing a long prefix (the few-shot script), asked in different orders of one model
+    and each of a fresh model, get the same completions: only whole blocks of a prompt's
+    evaluation are reused, at fixed positions."""
+    script = "Each line below is a question and its answer.\n" + "".join(
+        f"Question: What is {a} plus {b}?\nAnswer: {a + b}\n" for a, b in [(2, 3), (10, 7), (6, 6), (4, 9), (21, 1), (8, 8), (30, 12), (5, 14), (11, 11)])
+    prompts = [f"{script}Question: {q}\nAnswer:" for q in
+               ("What is 5 plus 5?", "What is 5 plus 8?", "Who wrote Hamlet?", "What is 5 plus 5? Say it twice.")]
+    rt = LlmRuntime(backend="llama_cpp", n_ctx=512, n_threads=1)
+    params = {**PARAMS, "max_tokens": 8}
+    fresh = [LlamaCppBackend(rt).complete(p, params).text for p in prompts]
+    backend = LlamaCppBackend(rt)
+    assert len(backend.tokens(prompts[0])) > 2 * PROMPT_BLOCK
+    for order in ([0, 1, 2, 3], [3, 2, 1, 0], [1, 1, 3, 0, 2, 0]):
+        for i in order:
+            kept = backend.reusable(backend.tokens(prompts[i]))
+            assert kept % PROMPT_BLOCK == 0 and kept < len(backend.tokens(prompts[i]))
+            assert backend.complete(prompts[i], params).text == fresh[i]
+    # After a prompt, the next one sharing its script keeps the script's whole blocks only.
+    backend.complete(prompts[0], params)
+    shared = next(i for i, (a, b) in enumerate(zip(backend.tokens(prompts[0]), backend.tokens(prompts[2]))) if a != b)
+    assert backend.reusable(backend.tokens(prompts[2])) == shared - shared % PROMPT_BLOCK > 0
 
 
 def test_openai_backend_retries_a_server_error_and_a_timeout(direct, proxy):

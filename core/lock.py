@@ -14,7 +14,10 @@ A second run waits for the holder (it logs who holds the lock, once) up to
 folder and the holder. Locks are re-entrant within a process: `run` holds
 the lake's lock across its stages and each stage takes it again at no cost.
 
-Only local paths (`file:` URIs and absolute paths) are locked. A lake on an
+The tables of a lake by name (`paths.catalog`) are guarded by a lock file
+named after the schema in the system's temporary folder, so that two runs
+on one machine take turns there too. Only local paths (`file:` URIs and
+absolute paths) are locked. A lake on an
 object store or a workspace volume is shared between machines, where a
 local lock means nothing: there, one job at a time per lake is the
 scheduler's promise (the bundle's jobs have `max_concurrent_runs: 1`), and a
@@ -63,6 +66,7 @@ def holder_of(lock_file: str) -> str:
 
 
 def _acquire(lock_file: str, wait_s: float, what: str) -> int:
+    """The descriptor of `lock_file`, locked; `what` names what it guards in messages."""
     fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
     deadline = time.monotonic() + wait_s
     told = False
@@ -74,12 +78,11 @@ def _acquire(lock_file: str, wait_s: float, what: str) -> int:
             if time.monotonic() >= deadline:
                 os.close(fd)
                 raise LakeBusyError(
-                    f"{what} {os.path.dirname(lock_file)} is in use by {holder_of(lock_file)}; waited {wait_s:g}s "
+                    f"{what} is in use by {holder_of(lock_file)}; waited {wait_s:g}s "
                     "(paths.lock_wait_s): run again when it is done"
                 ) from None
             if not told:
-                log.info("%s %s is in use by %s; waiting up to %gs", what, os.path.dirname(lock_file),
-                         holder_of(lock_file), wait_s)
+                log.info("%s is in use by %s; waiting up to %gs", what, holder_of(lock_file), wait_s)
                 told = True
             time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
     info = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(["instructlake", *sys.argv[1:]])[:200],
@@ -87,14 +90,15 @@ def _acquire(lock_file: str, wait_s: float, what: str) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(info).encode(), 0)
     if told:
-        log.info("%s %s is free: going on", what, os.path.dirname(lock_file))
+        log.info("%s is free: going on", what)
     return fd
 
 
 @contextmanager
 def holding(folders: list[tuple[str, str]], wait_s: float) -> Iterator[None]:
-    """Hold the locks of `folders` ((what, URI) pairs, e.g. ("lake", "file:/x/lake")) while the
-    block runs; folders that are not local are skipped (module doc)."""
+    """Hold the locks of `folders` ((what, URI) pairs, e.g. ("lake /x/lake", "file:/x/lake"),
+    `what` naming it in messages) while the block runs; folders that are not local are skipped
+    (module doc)."""
     taken: list[str] = []
     try:
         for what, uri in folders:

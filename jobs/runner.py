@@ -15,6 +15,8 @@ idempotent; after `CONFLICT_ATTEMPTS` lost races it stops with one line.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,10 +141,17 @@ class PipelineResult:
 
 
 def folders_of(conf: Config, stages: tuple[str, ...]) -> list[tuple[str, str]]:
-    """(what, URI) of the folders `stages` write: the lake, and the output for the export."""
-    folders = [("lake", Lake.of(conf).root)]
+    """(what, URI) of the folders `stages` write: the lake (for tables by name, a folder named
+    after the schema in the temporary folder), and the output for the export."""
+    if conf.paths.catalog:
+        folder = os.path.join(tempfile.gettempdir(), "instructlake-locks", conf.paths.catalog)
+        folders = [(f"the tables of {conf.paths.catalog}", folder)]
+    else:
+        lake = Lake.of(conf).root
+        folders = [(f"lake {storage.machine_local(lake) or lake}", lake)]
     if "export" in stages:
-        folders.append(("output", storage.resolve(conf.paths.output)))
+        out = storage.resolve(conf.paths.output)
+        folders.append((f"output {storage.machine_local(out) or out}", out))
     return folders
 
 
@@ -172,7 +181,8 @@ def _attempts(stage: Stage, spark, conf: Config, run: RunContext, options: Optio
     """Run `stage`, again from the start after a lost Delta commit race (module doc); a full
     file system ends it with one line (`disk_full`)."""
     for attempt in range(1, CONFLICT_ATTEMPTS + 1):
-        free_before = {uri: storage.free_bytes(uri) for _, uri in folders_of(conf, (stage.name,))}
+        written = [Lake.of(conf).root] + ([storage.resolve(conf.paths.output)] if stage.name == "export" else [])
+        free_before = {uri: storage.free_bytes(uri) for uri in written}
         try:
             return stage.run(spark, conf, run, options)
         except Exception as error:

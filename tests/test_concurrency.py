@@ -68,8 +68,8 @@ def test_only_local_folders_are_locked():
 def test_a_run_that_cannot_have_the_lock_stops_with_one_line(tmp_path):
     """The lock is taken before Spark starts: a run finding it held stops at once, naming the holder."""
     lake, out = tmp_path / "lake", tmp_path / "out"
-    with holding([("lake", lake.as_uri())], wait_s=0):
-        with holding([("lake", lake.as_uri())], wait_s=0):  # re-entrant in one process
+    with holding([(f"lake {lake}", lake.as_uri())], wait_s=0):
+        with holding([(f"lake {lake}", lake.as_uri())], wait_s=0):  # re-entrant in one process
             pass
         proc = subprocess.run(
             [sys.executable, "-m", "instructlake.jobs.cli", "pairs", "--conf", str(CHEAP), "--lake", lake.as_uri(),
@@ -82,7 +82,7 @@ def test_a_run_that_cannot_have_the_lock_stops_with_one_line(tmp_path):
     assert "waited 0.3s (paths.lock_wait_s)" in error and "Traceback" not in proc.stderr
     assert not (lake / "bronze").exists()  # nothing was written
     # Released with its holder: now anyone may take it.
-    with holding([("lake", lake.as_uri())], wait_s=0):
+    with holding([(f"lake {lake}", lake.as_uri())], wait_s=0):
         assert json.loads((lake / LOCK_FILE).read_text())["pid"] == os.getpid()
 
 

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
+import os
+import subprocess
+import sys
 import struct
 import tracemalloc
 import zlib
 from pathlib import Path
 
-from conftest import local_conf
+from conftest import CHEAP, NO_WEB_TEXT, REPO, local_conf
+from test_reliability import cli_args
 from instructlake.core.config import IngestSettings
 from instructlake.core.lake import Lake, RunContext
 from instructlake.jobs.sources.base import read_whole_files
@@ -139,7 +142,7 @@ def test_a_splitter_that_meets_deep_nesting_ends_its_file_not_the_task(spark, tm
 # --- one ingest of every hostile file beside good ones -----------------------------------------
 
 
-def test_hostile_files_are_quarantined_and_the_rest_goes_through(spark, tmp_path, caplog):
+def test_hostile_files_are_quarantined_and_the_rest_goes_through(spark, tmp_path):
     hh, rt = tmp_path / "hh", tmp_path / "rt"
     hh.mkdir()
     rt.mkdir()
@@ -156,12 +159,17 @@ def test_hostile_files_are_quarantined_and_the_rest_goes_through(spark, tmp_path
     with open(rt / "too_large.json", "wb") as f:  # a sparse file: its size alone refuses it
         f.truncate(128 * MiB + 1)
 
-    conf = local_conf(
-        tmp_path, f"sources.helpful_online.paths=[{hh}]", "sources.helpful_rejection_sampled.enabled=false",
-        f"sources.red_team_attempts.paths=[{rt}]", f"ingest.max_file_bytes={128 * MiB}",
+    overrides = [f"sources.helpful_online.paths=[{hh}]", "sources.helpful_rejection_sampled.enabled=false",
+                 f"sources.red_team_attempts.paths=[{rt}]", f"ingest.max_file_bytes={128 * MiB}", NO_WEB_TEXT]
+    conf = local_conf(tmp_path, *overrides)
+    # A process of its own, as `instructlake ingest` runs: a JVM with local mode's default heap (2 GiB)
+    # and nothing else in it, so that what these files cost is what is measured.
+    proc = subprocess.run(
+        [sys.executable, "-m", "instructlake.jobs.cli", *cli_args("ingest", CHEAP, tmp_path),
+         *[a for o in overrides for a in ("--set", o)]],
+        cwd=REPO, env={**os.environ, "PYSPARK_PYTHON": sys.executable}, capture_output=True, text=True, timeout=900,
     )
-    with caplog.at_level(logging.WARNING, logger="instructlake.ingest"):
-        results = {r.source: r for r in run_ingest(spark, conf, RunContext())}
+    assert proc.returncode == 0, proc.stderr[-3000:]
     lake = Lake.of(conf)
     quarantine = spark.read.format("delta").load(lake.quarantine).collect()
     assert {(Path(r["source_file"]).name, r["row_index"], r["reason"]) for r in quarantine} == {
@@ -189,10 +197,10 @@ def test_hostile_files_are_quarantined_and_the_rest_goes_through(spark, tmp_path
         "array.json": (4, 2, 2, []), "bomb.json.gz": (0, 0, 0, ["gzip_bomb"]),
         "too_large.json": (0, 0, 0, ["file_too_large"]),
     }
-    assert (results["helpful_online"].rows, results["helpful_online"].quarantined) == (6, 3)
-    assert (results["red_team_attempts"].rows, results["red_team_attempts"].quarantined) == (2, 2)
+    assert "helpful_online: 6 rows in bronze, 3 quarantined" in proc.stderr
+    assert "red_team_attempts: 2 rows in bronze, 2 quarantined" in proc.stderr
     # Each refused file is told in one line naming it, the reason and the bound.
-    refused = [m for m in caplog.messages if "not read" in m]
+    refused = [m for m in proc.stderr.splitlines() if "not read" in m]
     assert len(refused) == 3 and all("\n" not in m for m in refused)
     bomb = next(m for m in refused if "bomb.jsonl.gz" in m)
     assert "gzip_bomb" in bomb and f"{100 * len(gzip_of_zeros(1 << 30))} bytes" in bomb

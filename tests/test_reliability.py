@@ -273,7 +273,8 @@ def test_killed_python_workers_are_retried(spark, tmp_path):
     an undisturbed run's."""
     import yaml
 
-    language_only = "filters=[{rule: language}]"  # the scorer whose worker is killed, alone
+    # the scorer whose worker is killed, alone but for the template-token filter the export requires
+    language_only = "filters=[{rule: template_tokens}, {rule: language}]"
     conf = local_conf(tmp_path, language_only)
     reference_conf = local_conf(tmp_path / "u", language_only)
     run_ingest(spark, reference_conf, RunContext())

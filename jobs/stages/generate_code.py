@@ -129,16 +129,23 @@ def programs(spark, conf: Config, lake: Lake, functions: Optional[DataFrame]) ->
     return union.select(exec_key_col(F.col("code"), F.col("tests"), conf).alias("key"), "code", "tests").dropDuplicates(["key"])
 
 
+PROBE_TIMEOUT_S = 60.0
+
+
 def check_sandbox(settings) -> None:
     """Runs one trivial program on the driver: a sandbox that cannot start stops the run here, with
     one clear line, instead of failing in every Spark task."""
+    # The probe's own time limit is generous: on a loaded machine the sandbox's start alone can
+    # outlast a short per-program limit, which would say nothing about whether it works.
+    settings = dataclasses.replace(settings, timeout_s=max(settings.timeout_s, PROBE_TIMEOUT_S))
     try:
         probe = run_program("x = 1", "assert x == 1", settings, "probe")
     except SandboxUnavailableError as e:
         raise GenerationError(str(e)) from None
     if probe.status != "passed":
         hint = "; bubblewrap needs user namespaces (or set code.sandbox.kind: process, which is weaker)" if settings.kind == "bwrap" else ""
-        raise GenerationError(f"code.sandbox: the {settings.kind} sandbox cannot run a program here: {probe.stderr_tail.strip()[-300:]}{hint}")
+        raise GenerationError(f"code.sandbox: the {settings.kind} sandbox cannot run a program here ({probe.status}"
+                              f"{', ' + probe.reason if probe.reason else ''}): {probe.stderr_tail.strip()[-300:]}{hint}")
 
 
 def execution_step(spark, conf: Config, lake: Lake) -> CachedStep:

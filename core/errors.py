@@ -2,6 +2,8 @@
 with status 2; anything else is a bug and keeps its traceback."""
 from __future__ import annotations
 
+from typing import Iterator, Optional
+
 
 class InstructlakeError(RuntimeError):
     """A problem with the input, the conf or the environment; the message says what and how to fix it."""
@@ -48,3 +50,12 @@ class FetchError(InstructlakeError):
 
 class DiskFullError(InstructlakeError):
     """A stage filled the file system it writes to; the message names the folder and the space it had."""
+
+
+def causes(error: Optional[BaseException]) -> Iterator[BaseException]:
+    """`error`, then each exception it was raised from or during (`__cause__`, else `__context__`)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__

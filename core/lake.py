@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from instructlake.core import storage
 from instructlake.core.config import Config
+from instructlake.core.errors import causes
 from instructlake.core.tables import column_comment, table_comment
 
 
@@ -159,19 +160,11 @@ _CONFLICT_EXCEPTION = re.compile(r"\b(Concurrent(?:Append|DeleteRead|DeleteDelet
                                  r"MetadataChangedException|ProtocolChangedException)\b")
 
 
-def _chain(error: Optional[BaseException]):
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        yield error
-        error = error.__cause__ or error.__context__
-
-
 def conflict_of(error: BaseException) -> Optional[tuple[str, str]]:
     """(Delta's error class, its message line) when `error` (or one it was raised from) is a lost
     commit race, e.g. ("DELTA_CONCURRENT_APPEND", "... a concurrent DELETE added data to table
     ..."); else None."""
-    for e in _chain(error):
+    for e in causes(error):
         text = f"{type(e).__name__}: {e}"
         for pattern in (_CONFLICT_CLASS, _CONFLICT_EXCEPTION):
             found = pattern.search(text)

@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from instructlake.core.errors import InputNotFoundError
+from instructlake.core.errors import InputNotFoundError, causes
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 # The package's root: the repository in a checkout (with conf/ and data/sample/), the installed
@@ -89,13 +89,8 @@ def free_bytes(uri: str) -> Optional[int]:
 def is_disk_full(error: BaseException) -> bool:
     """Whether `error`, or one it was raised from, is a write to a full file system (ENOSPC,
     also as Java's IOException text)."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in str(error):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
+    return any((isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e)
+               for e in causes(error))
 
 
 def is_connect(spark) -> bool:

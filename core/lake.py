@@ -170,7 +170,7 @@ def conflict_of(error: BaseException) -> Optional[tuple[str, str]]:
             found = pattern.search(text)
             if found:
                 line = next(l for l in text.splitlines() if found.group(1) in l)
-                return found.group(1), re.sub(r"^[\w.$]*Exception: ", "", line.strip())
+                return found.group(1), re.sub(r"^(?:[\w.$]+(?:Error|Exception): )+", "", line.strip())
     return None
 
 

@@ -32,9 +32,10 @@ files are read and bronze holds none of their rows, else a MERGE keyed on
 no duplicate and no missing row.
 
 New files are read once: the records are parsed, checked and written to
-bronze in one pass, whose counts (rows read, bad rows per file) Spark
-collects as it writes (an `Observation`); only files with bad records are
-read a second time, for their quarantine rows. Replaced files (changed or
+bronze in one pass, whose counts (rows read, bad rows, the files that have
+any) Spark collects as it writes (an `Observation`); the good rows per file
+are counted on bronze's `source_file` column, and only files with bad
+records are read a second time, for their quarantine rows and counts. Replaced files (changed or
 re-read after a crash) go through a cached MERGE instead.
 """
 from __future__ import annotations
@@ -201,26 +202,42 @@ class _Written:
     good: dict[str, int]              # good records per file
     records: Optional[DataFrame]      # the stamped records (cached on the MERGE path), for the quarantine rows
     cached: bool = False
+    bad_total: int = 0                # bad records of the first pass (the append path)
 
 
-def _append_new(spark, stamped: DataFrame, fields, uri: str, files: list[str], meta: dict) -> _Written:
-    """One pass: the good records are appended to bronze while Spark counts every record and each
-    file's bad ones."""
+def _append_new(spark, stamped: DataFrame, fields, uri: str, files: list[str], meta: dict, run_id: str) -> _Written:
+    """One pass: the good records are appended to bronze while Spark counts the records, the bad
+    ones and names the files that have any (a set of at most as many names as files). The good rows
+    per file are then counted on bronze's narrow `source_file` column, and the bad ones per file
+    on the second read of those files (`_with_bad_counts`): no per-file expression runs on every row."""
     bad = F.col("_reason").isNotNull()
     seen = Observation()
     watched = stamped.observe(
-        seen, F.count(F.lit(1)).alias("rows"),
-        *[F.count_if(F.col("source_file") == f).alias(f"rows_{i}") for i, f in enumerate(files)],
-        *[F.count_if(bad & (F.col("source_file") == f)).alias(f"bad_{i}") for i, f in enumerate(files)],
+        seen, F.count(F.lit(1)).alias("rows"), F.count_if(bad).alias("bad"),
+        F.collect_set(F.when(bad, F.col("source_file"))).alias("bad_files"),
     )
     append_rows(watched.where(~bad).select(*[f.name for f in fields], *PROVENANCE), uri, meta, BRONZE_PROPERTIES)
     metrics = seen.get
-    per_file = {f: metrics[f"bad_{i}"] for i, f in enumerate(files) if metrics[f"bad_{i}"]}
-    good = {f: metrics[f"rows_{i}"] - metrics[f"bad_{i}"] for i, f in enumerate(files)}
+    good_rows = metrics["rows"] - metrics["bad"]
     written = commit_metrics(spark, uri).get("numOutputRows")
-    if written is None or int(written) != sum(good.values()):
-        raise IngestCheckError(f"{uri}: {sum(good.values())} good rows read but the commit wrote {written}")
-    return _Written(metrics["rows"], per_file, good, stamped)
+    if written is None or int(written) != good_rows:
+        raise IngestCheckError(f"{uri}: {good_rows} good rows read but the commit wrote {written}")
+    good = _rows_per_file(spark, uri, files, F.col("ingest_run_id") == run_id)
+    if sum(good.values()) != good_rows:
+        raise IngestCheckError(f"{uri}: {good_rows} good rows read but bronze holds {sum(good.values())} of this run")
+    return _Written(metrics["rows"], dict.fromkeys(sorted(metrics["bad_files"]), 0), good, stamped, bad_total=metrics["bad"])
+
+
+def _with_bad_counts(written: _Written, records: DataFrame) -> _Written:
+    """`written` with its bad rows per file counted on `records`, the second read of the files that
+    have any; they must add up to the bad rows the first pass counted."""
+    counts = records.where(F.col("_reason").isNotNull()).groupBy("source_file").count().collect()
+    written.bad = {r["source_file"]: r["count"] for r in counts}
+    written.records = records
+    if sum(written.bad.values()) != written.bad_total:
+        raise IngestCheckError(f"{written.bad_total} bad rows read but {sum(written.bad.values())} found again in "
+                               f"{len(written.bad)} file(s)")
+    return written
 
 
 def _merge_replaced(spark, stamped: DataFrame, fields, uri: str, replaced: list[str], meta: dict) -> _Written:
@@ -300,9 +317,9 @@ def ingest_source(spark, source: Source, files: list[str], lake: Lake, run: RunC
             def write(tolerant: bool) -> _Written:
                 if replaced or _bronze_holds_rows_of(spark, uri, readable):
                     return _merge_replaced(spark, stamped(readable, tolerant), fields, uri, replaced, meta)
-                out = _append_new(spark, stamped(readable, tolerant), fields, uri, readable, meta)
+                out = _append_new(spark, stamped(readable, tolerant), fields, uri, readable, meta, run.run_id)
                 if out.bad:  # the second read, of the files with bad records only
-                    out.records = stamped(sorted(out.bad), tolerant)
+                    out = _with_bad_counts(out, stamped(sorted(out.bad), tolerant))
                 return out
 
             damaged = [f for f in readable if problems.get(f) in DAMAGED]

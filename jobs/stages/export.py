@@ -47,7 +47,7 @@ from instructlake.core.lake import Lake, RunContext, commit_metadata, git_commit
 from instructlake.jobs.sources.base import label_rank
 from instructlake.jobs.stages.card import render_card
 from instructlake.jobs.stages.formats import (
-    SPLIT, check_exported_texts, seeded_hash, select_rows, split_col, with_exported_texts, write_formats,
+    SPLIT, TextCheck, check_exported_texts, seeded_hash, select_rows, split_col, with_exported_texts, write_formats,
 )
 from instructlake.jobs.stages.products import cut_counts, enabled_products
 from instructlake.jobs.stages.report import build_report, drop_table, render_html, rewrite_counts
@@ -135,12 +135,14 @@ def _part_of(key: Column, starts: list, key_type) -> Column:
     return search(0, len(starts))
 
 
-def write_parts(spark, kept: DataFrame, conf: Config, release: str, staging: str) -> list[dict]:
+def write_parts(spark, kept: DataFrame, conf: Config, release: str, staging: str,
+                check: Optional[TextCheck] = None) -> list[dict]:
     """Write the JSON parts into the (new, unpublished) `release` folder; returns [{file, rows, bytes, sha256}].
 
     The keys alone are sorted to find where each part starts; then every row goes to
     its part in one shuffle, is numbered within it (a window over the part, in key
-    order) and written by the part's task.
+    order) and written by the part's task. `check` watches the rows as they are read for
+    that write (the caller verifies it).
     """
     keyed = kept.withColumn(KEY, F.struct(*order_key(conf)))
     starts, total, rpp = part_starts(spark, keyed.select(KEY), conf, staging)
@@ -156,7 +158,7 @@ def write_parts(spark, kept: DataFrame, conf: Config, release: str, staging: str
     line = F.concat(F.when(first, F.lit("[\n")).otherwise(F.lit("")), element, F.when(last, F.lit("\n]")).otherwise(F.lit(",")))
     text_uri = storage.join(staging, "text")
     (
-        keyed.select((_part_of(F.col(KEY), starts, keyed.schema[KEY].dataType) + 1).alias("part"), KEY, "source", "instruction", "response")
+        (check.watch(keyed) if check else keyed).select((_part_of(F.col(KEY), starts, keyed.schema[KEY].dataType) + 1).alias("part"), KEY, "source", "instruction", "response")
         .repartition(n_parts, "part")
         .withColumn("_n", F.row_number().over(Window.partitionBy("part").orderBy(KEY)))
         .select("part", line.alias("line"))
@@ -191,9 +193,18 @@ def file_digests(spark, uris: list[str]) -> dict[str, tuple[str, int]]:
 
 
 def write_release_files(spark, selected: DataFrame, conf: Config, release: str, staging: str) -> tuple[list[dict], list[dict]]:
-    """The JSON parts and the files of the other formats of `export.formats` (with sha256 and bytes)."""
+    """The JSON parts and the files of the other formats of `export.formats` (with sha256 and bytes).
+
+    Every row's texts are checked (`check_exported_texts`) before any file but the unpublished
+    parts is written: by the parts' write itself when there are parts, else in a pass of their own."""
     storage.mkdirs(spark, release)
-    parts = write_parts(spark, selected, conf, release, staging) if "json_parts" in conf.export.formats else []
+    check = TextCheck()
+    if "json_parts" in conf.export.formats:
+        parts = write_parts(spark, selected, conf, release, staging, check)
+        check.verify()
+    else:
+        check_exported_texts(selected)
+        parts = []
     if set(conf.export.formats) == {"json_parts"}:
         return parts, []
     by_split, _ = _number_rows(spark, selected, conf, staging, lead=(F.col(SPLIT),), name="by_split")
@@ -309,7 +320,6 @@ def run_export(spark, conf: Config, run: RunContext | None = None, as_of_version
     kept = with_exported_texts(pairs.where(F.col(DROP_REASON).isNull()), conf)
     selected, selection = select_rows(kept, conf)
     selected = selected.withColumn(SPLIT, split_col(conf.export.validation_fraction))
-    check_exported_texts(selected)  # no raw template token, no extra turn in any exported pair (the products: write_formats)
     try:
         parts, files = write_release_files(spark, selected, conf, release, staging)
         products = write_products(spark, conf, lake, release, staging)

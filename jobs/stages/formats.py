@@ -57,7 +57,7 @@ import json
 import math
 from typing import Optional
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, Observation, Window
 from pyspark.sql import functions as F
 
 from instructlake.core import storage
@@ -301,13 +301,14 @@ def text_problem(product: str) -> Column:
     return F.coalesce(*found)
 
 
-def check_exported_texts(df: DataFrame, product: str = PAIRS) -> None:
-    """Raises ExportCheckError (one line: the row's id, source and field) when a row of `df`, the
-    rows of `product` about to be exported, has a `text_problem`; the row of the smallest id is
-    named. One aggregation: nothing but that row reaches the driver."""
+def _first_problem(product: str) -> Column:
+    """The aggregate `bad`: the row of the smallest id among those of `product` with a `text_problem`."""
     problem = text_problem(product)
-    row = df.select(F.min(F.when(problem.isNotNull(), F.struct(
-        F.col("content_id").alias("id"), "source", "source_name", "row_index", problem.alias("p")))).alias("bad")).first()["bad"]
+    return F.min(F.when(problem.isNotNull(), F.struct(
+        F.col("content_id").alias("id"), "source", "source_name", "row_index", problem.alias("p")))).alias("bad")
+
+
+def _raise_for(row, product: str) -> None:
     if row is not None:
         p = row["p"]
         raise ExportCheckError(
@@ -315,6 +316,30 @@ def check_exported_texts(df: DataFrame, product: str = PAIRS) -> None:
             f"{p['field']} holds {p['problem']} {json.dumps(p['found'], ensure_ascii=False)}; the template_tokens filter "
             "of `filters:` drops such rows in the pairs stage (docs/filters/index.md#template-tokens)"
         )
+
+
+def check_exported_texts(df: DataFrame, product: str = PAIRS) -> None:
+    """Raises ExportCheckError (one line: the row's id, source and field) when a row of `df`, the
+    rows of `product` about to be exported, has a `text_problem`; the row of the smallest id is
+    named. One aggregation: nothing but that row reaches the driver."""
+    _raise_for(df.select(_first_problem(product)).first()["bad"], product)
+
+
+class TextCheck:
+    """`check_exported_texts` done by the write of the rows instead of a pass of its own: `watch`
+    puts an `Observation` of the first problem on the rows a write reads, `verify` raises after
+    that write (its files are still unpublished)."""
+
+    def __init__(self, product: str = PAIRS):
+        self.product, self.seen, self.watched = product, Observation(), False
+
+    def watch(self, df: DataFrame) -> DataFrame:
+        self.watched = True
+        return df.observe(self.seen, _first_problem(self.product))
+
+    def verify(self) -> None:
+        if self.watched:
+            _raise_for(self.seen.get["bad"], self.product)
 
 
 def write_formats(spark, numbered: DataFrame, conf: Config, release: str, staging: str, product: str = "pairs") -> list[dict]:

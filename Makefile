@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 JARS_STAMP := $(VENV)/.jars
 
-.PHONY: setup run test bench docs clean distclean check-java system-packages
+.PHONY: setup run test bench peers docs clean distclean check-java system-packages
 
 setup: $(STAMP) $(JARS_STAMP) system-packages
 
@@ -59,7 +59,7 @@ $(STAMP): pyproject.toml constraints.txt
 	  rm -rf "$(LLAMA_WHEELS)" && mv "$$tmp" "$(LLAMA_WHEELS)"; \
 	fi
 	$(PY) -m pip install --quiet --no-deps "$(LLAMA_WHEELS)"/*.whl
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[spark,test,detoxify,llm,docs,connect]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[spark,test,detoxify,llm,docs,connect,bench]'
 	touch $@
 
 # llama-cpp-python (the `llm` extra) comes from PyPI as source only: the first install on a machine
@@ -92,6 +92,12 @@ BENCH_N ?= 10000 100000
 BENCH_HEAP ?= 2g
 bench: check-java setup
 	$(PY) benchmarks/run_bench.py --n $(BENCH_N) --driver-memory $(BENCH_HEAP)
+
+# instructlake against plain Python and DuckDB on the same data, alternating (benchmarks/peers.py):
+# `make peers PEERS_N=1000000` is the table of docs/performance.md (about 15 minutes).
+PEERS_N ?= 100000
+peers: check-java setup
+	$(PY) benchmarks/peers.py --n $(PEERS_N) --rounds 2
 
 # The documentation site (mkdocs.yml, docs/) into site/; --strict fails on a broken link or page.
 docs: setup

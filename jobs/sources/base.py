@@ -126,8 +126,8 @@ def candidate_rows(source: Source, rows: DataFrame, *, instruction: Column, resp
 def read_json_lines(spark, files: list[str], tolerant: bool = True, max_record_bytes: Optional[int] = None) -> DataFrame:
     """`READ_SCHEMA` rows for every line of text files (gzipped or not), in file order.
 
-    A compressed file is one partition; a splittable one gets each split's
-    offset from a count per split (see `instructlake.core.lake.with_position`),
+    A gzip file is one partition, its lines numbered by their ids; a splittable
+    one gets each split's offset from a count per split (see `instructlake.core.lake.with_position`),
     so no shuffle is needed. Spark's text reader keeps a line's bytes as they
     are: `_valid_utf8` tells whether they are UTF-8. `tolerant`: a truncated or
     corrupt gzip file gives the lines before the damage (the ingest then checks
@@ -136,7 +136,12 @@ def read_json_lines(spark, files: list[str], tolerant: bool = True, max_record_b
     `max_record_bytes` by its length before parsing it, so it is not checked here.
     """
     def one(file_uri: str) -> DataFrame:
-        lines = with_position(spark.read.option("ignoreCorruptFiles", str(tolerant).lower()).text(file_uri), "row_index")
+        lines = spark.read.option("ignoreCorruptFiles", str(tolerant).lower()).text(file_uri)
+        # A gzip file cannot be split, so it is one partition, whose ids count its lines from 0:
+        # nothing to ask Spark per file (planning a file's read to count its partitions is serial
+        # work of the driver, once per file).
+        lines = (lines.withColumn("row_index", F.monotonically_increasing_id()) if file_uri.endswith(".gz")
+                 else with_position(lines, "row_index"))
         return lines.select(
             F.lit(file_uri).alias("source_file"), "row_index", F.col("value").alias("raw"),
             F.lit(None).cast("string").alias("_read_error"), F.is_valid_utf8("value").alias("_valid_utf8"),

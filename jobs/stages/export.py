@@ -38,6 +38,7 @@ from typing import Optional
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, IntegerType, StringType, StructField, StructType
 
 from instructlake.core import storage
 from instructlake.core.config import Config
@@ -120,6 +121,40 @@ def part_starts(spark, keys: DataFrame, conf: Config, staging: str) -> tuple[lis
     return [r[0] for r in starts], total, rpp
 
 
+BUCKET_CHARS = 3  # the hex digits of the seeded hash that name a row's bucket (16^3 buckets)
+
+
+def with_part(spark, keyed: DataFrame, conf: Config, starts: list) -> DataFrame:
+    """`keyed` with `part`, the 1-based part of each row: the number of parts' first keys
+    (`starts`, in order) at or before its `KEY`.
+
+    In the shuffled order the key leads with a hex hash, so the rows fall in 16^BUCKET_CHARS
+    buckets by its first digits, every key of a bucket after those of the buckets before it: a
+    small table, broadcast, gives each bucket the parts started before it and the first keys
+    inside it, and a row counts only those. The work per row and on the driver does not grow with
+    the number of parts. Grouped by source (`export.order: source`), a binary search of the first
+    keys, written as one expression (`_part_of`).
+    """
+    key_type = keyed.schema[KEY].dataType
+    if conf.export.order == "source":
+        return keyed.withColumn("part", _part_of(F.col(KEY), starts, key_type) + 1)
+    lead = key_type.fields[0].name
+    inside: dict[str, list] = {}
+    for start in starts:
+        inside.setdefault(start[0][:BUCKET_CHARS], []).append(start)
+    rows, before = [], 0
+    for n in range(16 ** BUCKET_CHARS):
+        bucket = format(n, f"0{BUCKET_CHARS}x")
+        rows.append((bucket, before, inside.get(bucket, [])))
+        before += len(inside.get(bucket, []))
+    schema = StructType([StructField("_bucket", StringType()), StructField("_before", IntegerType()),
+                         StructField("_inside", ArrayType(key_type))])
+    table = F.broadcast(spark.createDataFrame(rows, schema))
+    placed = keyed.withColumn("_bucket", F.substring(F.col(KEY)[lead], 1, BUCKET_CHARS)).join(table, "_bucket", "left")
+    counted = F.col("_before") + F.size(F.filter("_inside", lambda s: s <= F.col(KEY)))
+    return placed.withColumn("part", counted).drop("_bucket", "_before", "_inside")
+
+
 def _part_of(key: Column, starts: list, key_type) -> Column:
     """The 0-based part of a row with this key: a binary search of the parts' first keys."""
 
@@ -158,7 +193,7 @@ def write_parts(spark, kept: DataFrame, conf: Config, release: str, staging: str
     line = F.concat(F.when(first, F.lit("[\n")).otherwise(F.lit("")), element, F.when(last, F.lit("\n]")).otherwise(F.lit(",")))
     text_uri = storage.join(staging, "text")
     (
-        (check.watch(keyed) if check else keyed).select((_part_of(F.col(KEY), starts, keyed.schema[KEY].dataType) + 1).alias("part"), KEY, "source", "instruction", "response")
+        with_part(spark, check.watch(keyed) if check else keyed, conf, starts).select("part", KEY, "source", "instruction", "response")
         .repartition(n_parts, "part")
         .withColumn("_n", F.row_number().over(Window.partitionBy("part").orderBy(KEY)))
         .select("part", line.alias("line"))

@@ -113,7 +113,9 @@ def near_duplicates(docs: DataFrame, spec: DedupSettings) -> DataFrame:
     pair_id of the highest-priority match. `docs` holds `_prio` and `_shingles`."""
     docs = docs.where(F.size("_shingles") > 0)
     keyed = with_band_keys(docs, spec).select("_prio", F.explode("_bands").alias("b")).select("_prio", "b.band", "b.key")
-    a, b = keyed.alias("a"), keyed.alias("b")
+    # Sort-merge joins throughout: a side's size estimate can fall under the broadcast threshold
+    # while its shingle arrays, built into a hash table in the driver's heap, do not fit there.
+    a, b = keyed.alias("a").hint("merge"), keyed.alias("b")
     candidates = (
         a.join(b, (F.col("a.band") == F.col("b.band")) & (F.col("a.key") == F.col("b.key")) & (F.col("a._prio") < F.col("b._prio")))
         .select(F.col("a._prio").alias("_hi"), F.col("b._prio").alias("_lo"))
@@ -122,7 +124,7 @@ def near_duplicates(docs: DataFrame, spec: DedupSettings) -> DataFrame:
     hi = docs.select(F.col("_prio").alias("_hi"), F.col("_shingles").alias("_sh"))
     lo = docs.select(F.col("_prio").alias("_lo"), F.col("_shingles").alias("_sl"))
     inter, union = F.size(F.array_intersect("_sh", "_sl")), F.size(F.array_union("_sh", "_sl"))
-    matches = candidates.join(hi, "_hi").join(lo, "_lo").where(inter >= F.lit(spec.threshold) * union - 1e-9)
+    matches = candidates.join(hi.hint("merge"), "_hi").join(lo.hint("merge"), "_lo").where(inter >= F.lit(spec.threshold) * union - 1e-9)
     return matches.groupBy(F.col("_lo").alias("_prio")).agg(F.min("_hi")["pair_id"].alias("_near"))
 
 

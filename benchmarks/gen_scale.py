@@ -31,6 +31,12 @@ so that gzip, which cannot be split, does not serialize the read):
 
 Every file is written from its own seed (seed, source, file index), by a
 pool of processes, so the bytes do not depend on the number of processes.
+
+`generate_counts` writes given counts per source instead, one file per
+source named and laid out like the upstream train file (`UPSTREAM_FILES`;
+the red-team file a gzipped JSON array, as upstream), with the counts, seed
+and duplicates in `gen.json`; `benchmarks/seed_scale.py` makes the seed's
+input sizes with it.
 """
 from __future__ import annotations
 
@@ -55,6 +61,13 @@ DEFAULT_RED_TEAM = REPO / "data" / "sample" / "red-team-attempts" / "red_team_at
 HH_SOURCES = ("helpful-online", "helpful-rejection-sampled")
 HH_SHARE = 0.45          # of N, per HH source; the red-team array files hold the rest
 ROWS_PER_FILE = 25_000   # dialogues per generated file
+# Where `generate_counts` writes each source, as the upstream train files are named
+# (anthropics/hh-rlhf), and the kind of `write_file`.
+UPSTREAM_FILES = {
+    "helpful-online": ("hh-rlhf/helpful-online/train.jsonl.gz", "hh"),
+    "helpful-rejection-sampled": ("hh-rlhf/helpful-rejection-sampled/train.jsonl.gz", "hh"),
+    "red-team-attempts": ("red-team-attempts/red_team_attempts.jsonl.gz", "red_team"),
+}
 TURN = re.compile(r"(\n\nHuman:|\n\nAssistant:)")
 WORD = re.compile(r"[A-Za-z]{3,}")
 
@@ -141,7 +154,8 @@ def write_file(job: tuple) -> tuple[str, list[bytes]]:
             record["rating"] = float(rng.randint(0, 4))
             digests.append(hashlib.sha256(record["transcript"].encode()).digest()[:16])
             out.append(record)
-        with open(tmp, "w", encoding="utf-8") as f:
+        opener = gzip.open if path.name.endswith(".gz") else open
+        with opener(tmp, "wt", encoding="utf-8") as f:
             json.dump(out, f)
     os.replace(tmp, path)
     return str(path), digests
@@ -179,6 +193,40 @@ def generate(n: int, out: Path, seed: int = 0, swap: float = 0.3, processes: int
             print(f"  {path} ({len(digests)} dialogues)", file=sys.stderr)
     info = {
         "n": n, "seed": seed, "swap": swap, "files": files, "duplicates": n - len(seen),
+        "bytes": sum(p.stat().st_size for p in root.rglob("*") if p.is_file()),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    stamp.write_text(json.dumps(info, indent=2) + "\n")
+    return root
+
+
+def generate_counts(counts: dict[str, int], root: Path, seed: int = 0, swap: float = 0.3, processes: int | None = None,
+                    pool_data: dict | None = None) -> Path:
+    """Write `counts[source]` dialogues for each source of `UPSTREAM_FILES` it names, one file per
+    source at its upstream path under `root` (kept when already complete with these counts and
+    seed); returns `root`."""
+    stamp = root / "gen.json"
+    if stamp.is_file() and {k: json.loads(stamp.read_text()).get(k) for k in ("counts", "seed", "swap")} == {
+            "counts": counts, "seed": seed, "swap": swap}:
+        return root
+    unknown = sorted(set(counts) - set(UPSTREAM_FILES))
+    if unknown:
+        raise ValueError(f"no upstream file known for {unknown}; known: {sorted(UPSTREAM_FILES)}")
+    shutil.rmtree(root, ignore_errors=True)
+    started = time.monotonic()
+    pool_data = pool_data or load_pool(DEFAULT_HH, DEFAULT_RED_TEAM)
+    jobs = []
+    for source, rows in counts.items():
+        relative, kind = UPSTREAM_FILES[source]
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        jobs.append((root / relative, kind, rows, seed, swap))
+    seen = set()
+    with Pool(min(processes or os.cpu_count(), len(jobs)), initializer=_init, initargs=(pool_data,)) as pool:
+        for path, digests in pool.imap_unordered(write_file, jobs):
+            seen.update(digests)
+            print(f"  {path} ({len(digests)} dialogues)", file=sys.stderr)
+    info = {
+        "counts": counts, "seed": seed, "swap": swap, "files": len(jobs), "duplicates": sum(counts.values()) - len(seen),
         "bytes": sum(p.stat().st_size for p in root.rglob("*") if p.is_file()),
         "seconds": round(time.monotonic() - started, 1),
     }

@@ -49,7 +49,7 @@ from typing import Optional
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.run_bench import aligned, bench_conf, element_digests, measured  # noqa: E402
+from benchmarks.run_bench import aligned, bench_conf, element_digests, measured, rss_text  # noqa: E402
 
 IMPLS = ("plain", "duckdb", "instructlake")
 STAGES = ("ingest", "pairs", "export")
@@ -227,16 +227,11 @@ def table(rows: list[dict]) -> str:
         lines.append([
             f"{r['n']:,}", r["impl"], str(r["round"]), f"{r['wall_s']:.1f}",
             *["-" if r[f"{k}_s"] is None else f"{r[f'{k}_s']:.1f}" for k in ("session", *STAGES)],
-            rss(r["peak_rss"]), f"{r['heap_mib']['peak']:,}/{r['heap_mib']['live']:,}" if r.get("heap_mib") else "-",
+            rss_text(r["peak_rss"]), f"{r['heap_mib']['peak']:,}/{r['heap_mib']['live']:,}" if r.get("heap_mib") else "-",
             f"{r['rows_kept']:,}", "yes" if len(digests) == 1 else "NO",
             ratio("duckdb"), ratio("plain"),
         ])
     return aligned(lines)
-
-
-def rss(m: dict) -> str:
-    mib = 1 << 20
-    return f"{m['total'] / mib:,.0f}" + (f" ({m['jvm'] / mib:,.0f}/{m['python_workers'] / mib:,.0f})" if m["jvm"] else "")
 
 
 def summary(rows: list[dict]) -> str:

@@ -227,15 +227,19 @@ def bench_one(n: int, data_root: Path, work_root: Path, keep: bool, driver_memor
     return rows
 
 
+def rss_text(m: dict) -> str:
+    """A peak of `PeakRss` in MiB: the total, then (JVM/Python workers) when a JVM ran."""
+    mib = 1 << 20
+    return f"{m['total'] / mib:,.0f}" + (f" ({m['jvm'] / mib:,.0f}/{m['python_workers'] / mib:,.0f})" if m["jvm"] else "")
+
+
 def table(rows: list[dict]) -> str:
     head = ["N", "impl", "session s", "ingest s", "pairs s", "export s", "work s", "rows/s",
             "peak RSS MiB (JVM/workers)", "kept", "same pairs", "speed-up"]
     lines = [head]
     base = {r["n"]: r["work_s"] for r in rows if r["impl"] == "baseline"}
-    mib = 1 << 20
     for r in rows:
-        m = r["peak_rss"]
-        memory = f"{m['total'] / mib:,.0f}" + (f" ({m['jvm'] / mib:,.0f}/{m['python_workers'] / mib:,.0f})" if m["jvm"] else "")
+        memory = rss_text(r["peak_rss"])
         lines.append([
             f"{r['n']:,}", r["impl"], "-" if r["session_s"] is None else f"{r['session_s']:.1f}",
             *[f"{r[f'{k}_s']:.1f}" for k in STAGES], f"{r['work_s']:.1f}", f"{r['rows_per_s']:,.0f}",

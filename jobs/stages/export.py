@@ -145,8 +145,9 @@ def with_part(spark, keyed: DataFrame, conf: Config, starts: list) -> DataFrame:
     rows, before = [], 0
     for n in range(16 ** BUCKET_CHARS):
         bucket = format(n, f"0{BUCKET_CHARS}x")
-        rows.append((bucket, before, inside.get(bucket, [])))
-        before += len(inside.get(bucket, []))
+        firsts = inside.get(bucket, [])
+        rows.append((bucket, before, firsts))
+        before += len(firsts)
     schema = StructType([StructField("_bucket", StringType()), StructField("_before", IntegerType()),
                          StructField("_inside", ArrayType(key_type))])
     table = F.broadcast(spark.createDataFrame(rows, schema))
